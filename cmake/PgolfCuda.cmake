@@ -1,0 +1,38 @@
+# Finds nvcc and enables the CUDA language when PGOLF_ENABLE_CUDA allows it; sets PGOLF_HAVE_CUDA.
+# The workarounds below are needed with CMake 3.25 + nvcc 13 (see docs/building.md).
+include(CheckLanguage)
+
+set(PGOLF_HAVE_CUDA OFF)
+if(NOT DEFINED PGOLF_ENABLE_CUDA)
+  set(PGOLF_ENABLE_CUDA AUTO)
+endif()
+if(NOT PGOLF_ENABLE_CUDA STREQUAL "OFF")
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    # Before enable_language: otherwise CMake 3.25 + nvcc 13 picks sm_75.
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    # The default (Static) plus CUDA::cudart would link both the static and the shared runtime.
+    if(NOT DEFINED CMAKE_CUDA_RUNTIME_LIBRARY)
+      set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+    endif()
+    enable_language(CUDA)
+    # CMake 3.25 knows no C++20 flag for nvcc.
+    if(CMAKE_VERSION VERSION_LESS 3.26 AND NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
+    set(CMAKE_CUDA_STANDARD 20)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    set(CMAKE_CUDA_EXTENSIONS OFF)
+    find_package(CUDAToolkit REQUIRED)
+    find_package(CCCL CONFIG REQUIRED HINTS "${CUDAToolkit_LIBRARY_DIR}/cmake")
+    set(PGOLF_HAVE_CUDA ON)
+    message(STATUS "pgolf: CUDA enabled (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+  elseif(PGOLF_ENABLE_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "pgolf: PGOLF_ENABLE_CUDA=ON but no CUDA compiler was found (set CMAKE_CUDA_COMPILER or put nvcc on PATH)")
+  else()
+    message(STATUS "pgolf: no CUDA compiler found; building the CPU backend only")
+  endif()
+endif()
