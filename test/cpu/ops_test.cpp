@@ -1,0 +1,286 @@
+// Every CPU op: forward against a direct restatement of its formula, backward against finite
+// differences in double precision, and the float GEMM against the double reference.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "gradcheck.hpp"
+#include "pgolf/ops/attention.hpp"
+#include "pgolf/ops/channel_ops.hpp"
+#include "pgolf/ops/embedding.hpp"
+#include "pgolf/ops/gemm.hpp"
+#include "pgolf/ops/rmsnorm.hpp"
+#include "pgolf/ops/rope.hpp"
+#include "pgolf/ops/softcap_cross_entropy.hpp"
+
+namespace pgolf::cpu {
+namespace {
+
+using pgolf::testing::dot;
+using pgolf::testing::expect_gradient_matches;
+using pgolf::testing::normal_vector;
+
+TEST(Gemm, FloatKernelMatchesDoubleReferenceForEveryTransposeAndEdgeShape) {
+  for (Trans ta : {Trans::no, Trans::yes}) {
+    for (Trans tb : {Trans::no, Trans::yes}) {
+      for (auto [M, N, K] : {std::tuple{1, 1, 1}, {7, 17, 5}, {97, 263, 300}, {6, 16, 256}, {130, 40, 513}}) {
+        const auto A = normal_vector(static_cast<std::size_t>(M) * K, 1), B = normal_vector(static_cast<std::size_t>(K) * N, 2);
+        const auto C0 = normal_vector(static_cast<std::size_t>(M) * N, 3);
+        std::vector<float> Af(A.begin(), A.end()), Bf(B.begin(), B.end());
+        const std::int64_t lda = ta == Trans::no ? K : M, ldb = tb == Trans::no ? N : K;
+        for (bool acc : {false, true}) {
+          std::vector<double> Cd(C0);
+          std::vector<float> Cf(C0.begin(), C0.end());
+          gemm<double>(ta, tb, M, N, K, A.data(), lda, B.data(), ldb, Cd.data(), N, acc);
+          gemm<float>(ta, tb, M, N, K, Af.data(), lda, Bf.data(), ldb, Cf.data(), N, acc);
+          for (std::size_t i = 0; i < Cd.size(); ++i) {
+            ASSERT_NEAR(Cf[i], Cd[i], 2e-5 * std::sqrt(static_cast<double>(K)) * 4 + 1e-5)
+                << "M=" << M << " N=" << N << " K=" << K << " ta=" << int(ta) << " tb=" << int(tb) << " acc=" << acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Gemm, DoubleReferenceIsTheTripleLoop) {
+  const int M = 3, N = 4, K = 5;
+  const auto A = normal_vector(M * K, 4), B = normal_vector(K * N, 5);
+  std::vector<double> C(M * N);
+  gemm<double>(Trans::no, Trans::no, M, N, K, A.data(), K, B.data(), N, C.data(), N, false);
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += A[i * K + k] * B[k * N + j];
+      EXPECT_DOUBLE_EQ(C[i * N + j], s);
+    }
+  }
+}
+
+TEST(Gemm, ResultDoesNotDependOnTheThreadCount) {
+  const int M = 200, N = 300, K = 700;
+  const auto A = normal_vector(M * K, 6), B = normal_vector(K * N, 7);
+  std::vector<float> Af(A.begin(), A.end()), Bf(B.begin(), B.end()), C1(M * N), C2(M * N);
+  gemm<float>(Trans::yes, Trans::no, M, N, K, Af.data(), M, Bf.data(), N, C1.data(), N, false);
+  // Same call again: tiles are claimed dynamically, so a different thread may take each tile.
+  gemm<float>(Trans::yes, Trans::no, M, N, K, Af.data(), M, Bf.data(), N, C2.data(), N, false);
+  EXPECT_EQ(C1, C2);
+}
+
+TEST(RmsNorm, ForwardAndBackward) {
+  constexpr int D = 12;
+  const std::int64_t n = 5;
+  auto x = normal_vector(n * D, 10);
+  const auto w = normal_vector(n * D, 11);
+  std::vector<double> y(n * D), rstd(n);
+  auto f = [&] {
+    rmsnorm_forward<D>(y.data(), rstd.data(), x.data(), n);
+    return dot(y, w);
+  };
+  f();
+  for (std::int64_t r = 0; r < n; ++r) {
+    double ms = 0;
+    for (int i = 0; i < D; ++i) ms += x[r * D + i] * x[r * D + i] / D;
+    for (int i = 0; i < D; ++i) EXPECT_NEAR(y[r * D + i], x[r * D + i] / std::sqrt(ms + kRmsNormEps), 1e-12);
+  }
+  std::vector<double> dx(n * D, 0.0);
+  rmsnorm_backward<D>(dx.data(), w.data(), x.data(), rstd.data(), n, false);
+  expect_gradient_matches(f, x, dx, "rmsnorm dx");
+  // In place and accumulate variants agree (recompute rstd: the check left it at a perturbed x).
+  f();
+  std::vector<double> g(w), acc(n * D, 1.0);
+  rmsnorm_backward<D>(g.data(), g.data(), x.data(), rstd.data(), n, false);
+  rmsnorm_backward<D>(acc.data(), w.data(), x.data(), rstd.data(), n, true);
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    EXPECT_DOUBLE_EQ(g[i], dx[i]);
+    EXPECT_DOUBLE_EQ(acc[i], dx[i] + 1.0);
+  }
+}
+
+TEST(Embedding, ForwardGathersAndBackwardScattersDeterministically) {
+  constexpr int D = 4;
+  const int V = 6;
+  const std::vector<std::int32_t> ids = {3, 1, 3, 5, 0, 3};
+  const auto table = normal_vector(V * D, 12);
+  std::vector<double> out(ids.size() * D);
+  embedding_forward<D>(out.data(), table.data(), ids.data(), static_cast<std::int64_t>(ids.size()), V);
+  for (std::size_t r = 0; r < ids.size(); ++r) {
+    for (int i = 0; i < D; ++i) EXPECT_EQ(out[r * D + i], table[ids[r] * D + i]);
+  }
+  const auto g = normal_vector(ids.size() * D, 13);
+  std::vector<double> dtable(V * D, 0.0);
+  embedding_backward<D>(dtable.data(), g.data(), ids.data(), static_cast<std::int64_t>(ids.size()), V);
+  for (int v = 0; v < V; ++v) {
+    for (int i = 0; i < D; ++i) {
+      double s = 0;
+      for (std::size_t r = 0; r < ids.size(); ++r) if (ids[r] == v) s += g[r * D + i];
+      EXPECT_DOUBLE_EQ(dtable[v * D + i], s);
+    }
+  }
+  const std::vector<std::int32_t> bad = {0, 6};
+  EXPECT_THROW(embedding_forward<D>(out.data(), table.data(), bad.data(), 2, V), Error);
+}
+
+TEST(Rope, MatchesTheHalfSplitFormulaAndBackwardIsTheTranspose) {
+  constexpr int Hd = 8;
+  const int heads = 2, batch = 2, seq = 5;
+  const RopeTables<double> tab(seq, Hd, 10000.0);
+  auto x = normal_vector(batch * seq * heads * Hd, 14);
+  const auto x_orig = x;
+  rope_forward<Hd, Hd>(x.data(), tab, batch, seq, heads);
+  for (int b = 0; b < batch; ++b) {
+    for (int t = 0; t < seq; ++t) {
+      for (int h = 0; h < heads; ++h) {
+        const std::size_t base = ((b * seq + t) * heads + h) * Hd;
+        for (int j = 0; j < Hd / 2; ++j) {
+          const double theta = t * std::pow(10000.0, -2.0 * j / Hd);
+          const double a = x_orig[base + j], c = x_orig[base + j + Hd / 2];
+          EXPECT_NEAR(x[base + j], a * std::cos(theta) + c * std::sin(theta), 1e-12);
+          EXPECT_NEAR(x[base + j + Hd / 2], -a * std::sin(theta) + c * std::cos(theta), 1e-12);
+        }
+      }
+    }
+  }
+  const auto w = normal_vector(x.size(), 15);
+  std::vector<double> xin(x_orig), y;
+  auto f = [&] {
+    y = xin;
+    rope_forward<Hd, Hd>(y.data(), tab, batch, seq, heads);
+    return dot(y, w);
+  };
+  std::vector<double> g(w);
+  rope_backward<Hd, Hd>(g.data(), tab, batch, seq, heads);
+  expect_gradient_matches(f, xin, g, "rope dx");
+}
+
+TEST(Rope, PartialRotationPassesTheRestThrough) {
+  constexpr int Hd = 8, Rd = 4;
+  const RopeTables<double> tab(3, Rd, 10000.0);
+  auto x = normal_vector(3 * Hd, 16);
+  const auto orig = x;
+  rope_forward<Hd, Rd>(x.data(), tab, 1, 3, 1);
+  for (int t = 0; t < 3; ++t) {
+    for (int i = Rd; i < Hd; ++i) EXPECT_EQ(x[t * Hd + i], orig[t * Hd + i]);
+  }
+}
+
+TEST(ChannelOps, ResidMixScaledAddHeadGainRelu2Gradients) {
+  constexpr int D = 6;
+  const std::int64_t n = 300;  // spans two reduction chunks
+  auto x = normal_vector(n * D, 20), x0 = normal_vector(n * D, 21), mix = normal_vector(2 * D, 22);
+  const auto w = normal_vector(n * D, 23);
+  std::vector<double> out(n * D);
+  auto f_mix = [&] {
+    resid_mix_forward<D>(out.data(), x.data(), x0.data(), mix.data(), n);
+    return dot(out, w);
+  };
+  f_mix();
+  std::vector<double> dx(n * D), dx0(n * D, 0.0), dmix(2 * D, 0.0);
+  resid_mix_backward<D>(dx.data(), dx0.data(), dmix.data(), w.data(), x.data(), x0.data(), mix.data(), n);
+  expect_gradient_matches(f_mix, x, dx, "resid_mix dx");
+  expect_gradient_matches(f_mix, x0, dx0, "resid_mix dx0");
+  expect_gradient_matches(f_mix, mix, dmix, "resid_mix dmix");
+
+  auto a = normal_vector(n * D, 24), scale = normal_vector(D, 25);
+  auto f_add = [&] {
+    scaled_add_forward<D>(out.data(), x.data(), a.data(), scale.data(), n);
+    return dot(out, w);
+  };
+  std::vector<double> da(n * D), dscale(D, 0.0);
+  scaled_add_backward<D>(da.data(), dscale.data(), w.data(), a.data(), scale.data(), n, false);
+  expect_gradient_matches(f_add, a, da, "scaled_add da");
+  expect_gradient_matches(f_add, scale, dscale, "scaled_add dscale");
+
+  constexpr int H = 3, Hd = 2;
+  auto q = normal_vector(n * H * Hd, 26), gain = normal_vector(H, 27);
+  std::vector<double> qo;
+  auto f_gain = [&] {
+    qo = q;
+    head_gain_forward<H, Hd>(qo.data(), gain.data(), n);
+    return dot(qo, w);
+  };
+  std::vector<double> dq(w), dgain(H, 0.0);
+  head_gain_backward<H, Hd>(dq.data(), dgain.data(), q.data(), gain.data(), n);
+  expect_gradient_matches(f_gain, q, dq, "head_gain dq");
+  expect_gradient_matches(f_gain, gain, dgain, "head_gain dgain");
+
+  auto u = normal_vector(n * D, 28);
+  auto f_relu = [&] {
+    relu2_forward(out.data(), u.data(), n * D);
+    return dot(out, w);
+  };
+  std::vector<double> du(n * D);
+  relu2_backward(du.data(), w.data(), u.data(), n * D);
+  expect_gradient_matches(f_relu, u, du, "relu2 du");
+}
+
+TEST(Attention, ForwardMatchesNaiveSoftmaxAndBackwardMatchesFiniteDifferences) {
+  constexpr int H = 4, Hkv = 2, Hd = 4;
+  const int batch = 2, seq = 6;
+  auto q = normal_vector(batch * seq * H * Hd, 30), k = normal_vector(batch * seq * Hkv * Hd, 31),
+       v = normal_vector(batch * seq * Hkv * Hd, 32);
+  std::vector<double> y(q.size()), lse(batch * H * seq);
+  attention_forward<H, Hkv, Hd>(y.data(), lse.data(), q.data(), k.data(), v.data(), batch, seq);
+  // Naive: full score matrix with the causal mask.
+  for (int b = 0; b < batch; ++b) {
+    for (int h = 0; h < H; ++h) {
+      const int kh = h / (H / Hkv);
+      for (int i = 0; i < seq; ++i) {
+        std::vector<double> p(i + 1);
+        double z = 0;
+        for (int j = 0; j <= i; ++j) {
+          double s = 0;
+          for (int d = 0; d < Hd; ++d) s += q[((b * seq + i) * H + h) * Hd + d] * k[((b * seq + j) * Hkv + kh) * Hd + d];
+          p[j] = std::exp(s / std::sqrt(static_cast<double>(Hd)));
+          z += p[j];
+        }
+        for (int d = 0; d < Hd; ++d) {
+          double o = 0;
+          for (int j = 0; j <= i; ++j) o += p[j] / z * v[((b * seq + j) * Hkv + kh) * Hd + d];
+          EXPECT_NEAR(y[((b * seq + i) * H + h) * Hd + d], o, 1e-12);
+        }
+      }
+    }
+  }
+  const auto w = normal_vector(y.size(), 33);
+  auto f = [&] {
+    attention_forward<H, Hkv, Hd>(y.data(), lse.data(), q.data(), k.data(), v.data(), batch, seq);
+    return dot(y, w);
+  };
+  f();
+  std::vector<double> dq(q.size()), dk(k.size()), dv(v.size());
+  attention_backward<H, Hkv, Hd>(dq.data(), dk.data(), dv.data(), w.data(), y.data(), lse.data(), q.data(), k.data(), v.data(),
+                                 batch, seq);
+  expect_gradient_matches(f, q, dq, "attention dq");
+  expect_gradient_matches(f, k, dk, "attention dk");
+  expect_gradient_matches(f, v, dv, "attention dv");
+}
+
+TEST(SoftcapCrossEntropy, ForwardAndBackward) {
+  constexpr int V = 7;
+  const std::int64_t n = 4;
+  const double cap = 3.0;  // small so that tanh is far from linear
+  auto z = normal_vector(n * V, 40, 4.0);
+  const std::vector<std::int32_t> y = {0, 6, 3, 3};
+  std::vector<double> loss(n), lse(n);
+  softcap_cross_entropy_forward<V>(loss.data(), lse.data(), z.data(), y.data(), n, cap);
+  for (std::int64_t r = 0; r < n; ++r) {
+    double s = 0;
+    for (int i = 0; i < V; ++i) s += std::exp(cap * std::tanh(z[r * V + i] / cap));
+    EXPECT_NEAR(loss[r], std::log(s) - cap * std::tanh(z[r * V + y[r]] / cap), 1e-12);
+  }
+  const std::vector<double> dl = {0.5, -1.0, 2.0, 0.25};
+  auto f = [&] {
+    softcap_cross_entropy_forward<V>(loss.data(), lse.data(), z.data(), y.data(), n, cap);
+    return dot(loss, dl);
+  };
+  f();
+  std::vector<double> dz(n * V);
+  softcap_cross_entropy_backward<V>(dz.data(), z.data(), lse.data(), y.data(), dl.data(), n, cap);
+  expect_gradient_matches(f, z, dz, "softcap ce dz");
+  const std::vector<std::int32_t> bad = {0, 7, 1, 1};
+  EXPECT_THROW(softcap_cross_entropy_forward<V>(loss.data(), lse.data(), z.data(), bad.data(), n, cap), Error);
+}
+
+}  // namespace
+}  // namespace pgolf::cpu
