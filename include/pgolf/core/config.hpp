@@ -105,7 +105,13 @@ inline std::string describe_architecture(const ModelConfig& c) {
 }
 
 inline std::string describe(const ModelConfig& c) {
-  return "'" + std::string(c.name.view()) + "' (" + describe_architecture(c) + ")";
+  // Built by appending: GCC 12 warns falsely (-Wrestrict) on `"'" + std::string(...)` chains.
+  std::string s = "'";
+  s.append(c.name.view());
+  s.append("' (");
+  s.append(describe_architecture(c));
+  s.append(")");
+  return s;
 }
 
 inline std::uint64_t fingerprint(const ModelConfig& c) { return fnv1a64(describe_architecture(c)); }
