@@ -262,24 +262,29 @@ TEST(SoftcapCrossEntropy, ForwardAndBackward) {
   const double cap = 3.0;  // small so that tanh is far from linear
   auto z = normal_vector(n * V, 40, 4.0);
   const std::vector<std::int32_t> y = {0, 6, 3, 3};
-  std::vector<double> loss(n), lse(n);
-  softcap_cross_entropy_forward<V>(loss.data(), lse.data(), z.data(), y.data(), n, cap);
+  std::vector<double> loss(n), lse(n), capped(z);
+  softcap_cross_entropy_forward<V>(loss.data(), lse.data(), capped.data(), y.data(), n, cap);
   for (std::int64_t r = 0; r < n; ++r) {
     double s = 0;
-    for (int i = 0; i < V; ++i) s += std::exp(cap * std::tanh(z[r * V + i] / cap));
+    for (int i = 0; i < V; ++i) {
+      EXPECT_NEAR(capped[r * V + i], cap * std::tanh(z[r * V + i] / cap), 1e-12);
+      s += std::exp(cap * std::tanh(z[r * V + i] / cap));
+    }
     EXPECT_NEAR(loss[r], std::log(s) - cap * std::tanh(z[r * V + y[r]] / cap), 1e-12);
   }
   const std::vector<double> dl = {0.5, -1.0, 2.0, 0.25};
   auto f = [&] {
-    softcap_cross_entropy_forward<V>(loss.data(), lse.data(), z.data(), y.data(), n, cap);
+    capped = z;
+    softcap_cross_entropy_forward<V>(loss.data(), lse.data(), capped.data(), y.data(), n, cap);
     return dot(loss, dl);
   };
   f();
   std::vector<double> dz(n * V);
-  softcap_cross_entropy_backward<V>(dz.data(), z.data(), lse.data(), y.data(), dl.data(), n, cap);
+  softcap_cross_entropy_backward<V>(dz.data(), capped.data(), lse.data(), y.data(), dl.data(), n, cap);
   expect_gradient_matches(f, z, dz, "softcap ce dz");
   const std::vector<std::int32_t> bad = {0, 7, 1, 1};
-  EXPECT_THROW(softcap_cross_entropy_forward<V>(loss.data(), lse.data(), z.data(), bad.data(), n, cap), Error);
+  capped = z;
+  EXPECT_THROW(softcap_cross_entropy_forward<V>(loss.data(), lse.data(), capped.data(), bad.data(), n, cap), Error);
 }
 
 }  // namespace

@@ -86,7 +86,7 @@ class Gpt {
     }
     final_in_ = x;
     rmsnorm_forward<D>(hf_.data(), rstdf_.data(), x, n);                                      // (N, D)
-    linear_forward(logits_.data(), hf_.data(), P + head_offset(), n, D, V);                   // (N, V)
+    linear_forward(logits_.data(), hf_.data(), P + head_offset(), n, D, V);                   // (N, V) raw, then capped
     softcap_cross_entropy_forward<V>(loss_.data(), lse_.data(), logits_.data(), targets_.data(), n, kSoftcap);
     double total = 0;
     for (std::int64_t r = 0; r < n; ++r) total += loss_[r];
@@ -160,8 +160,10 @@ class Gpt {
     embedding_backward<D>(G + Layout::tok_emb, gx0_.data(), ids_.data(), n, V);
   }
 
-  // The final hidden states (N, D) of the last forward, for tests and tools.
+  // The final hidden states (N, D) and the softcapped logits (N, V) of the last forward (valid
+  // until backward(), which overwrites the logits with their gradient).
   std::span<const T> final_hidden() const { return {hf_.data(), hf_.size()}; }
+  std::span<const T> capped_logits() const { return {logits_.data(), logits_.size()}; }
 
  private:
   static constexpr std::int64_t head_offset() { return Dm::tied ? Layout::tok_emb : Layout::lm_head; }
