@@ -27,7 +27,7 @@ namespace detail {
 inline std::string errno_text() { return std::strerror(errno); }
 }  // namespace detail
 
-inline std::uint64_t file_size(const std::filesystem::path& path) {
+inline std::uint64_t size_of_file(const std::filesystem::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) PGOLF_FAIL("cannot stat " << path.string() << ": " << detail::errno_text());
   return static_cast<std::uint64_t>(st.st_size);
