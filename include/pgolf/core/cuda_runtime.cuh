@@ -1,0 +1,128 @@
+// CUDA runtime helpers: checked calls, device discovery that works without a driver, and device
+// buffers that report sizes when an allocation fails.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "pgolf/core/cuda_runtime.cuh is for CUDA translation units (compile with nvcc)"
+#endif
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pgolf/core/error.hpp"
+
+namespace pgolf::cuda {
+
+namespace detail {
+[[noreturn]] inline void raise_cuda(cudaError_t err, const char* expr, const char* file, int line) {
+  ::pgolf::detail::raise("CUDA", std::string(expr) + " failed: " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")",
+                         file, line);
+}
+}  // namespace detail
+
+#define PGOLF_CUDA_CHECK(expr)                                                                            \
+  do {                                                                                                    \
+    const cudaError_t pgolf_err_ = (expr);                                                                \
+    if (pgolf_err_ != cudaSuccess) ::pgolf::cuda::detail::raise_cuda(pgolf_err_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+// The number of usable GPUs; 0 when there is no device or no driver (cudaGetDeviceCount leaves
+// its argument untouched on error, and a missing driver is an error, not zero devices).
+inline int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+inline std::string device_description(int device = 0) {
+  cudaDeviceProp p{};
+  PGOLF_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " +
+         std::to_string(p.totalGlobalMem >> 20) + " MiB, " + std::to_string(p.multiProcessorCount) + " SMs)";
+}
+
+// cudaMalloc with a message that names what was being allocated and how much memory was free.
+inline void* device_alloc(std::size_t bytes, const char* what) {
+  if (bytes == 0) return nullptr;
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, bytes);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    std::size_t free_b = 0, total_b = 0;
+    (void)cudaMemGetInfo(&free_b, &total_b);
+    PGOLF_FAIL("GPU out of memory: allocating " << (bytes >> 20) << " MiB for " << what << " failed ("
+                                                << cudaGetErrorString(err) << "); " << (free_b >> 20) << " MiB free of "
+                                                << (total_b >> 20) << " MiB. Reduce TRAIN_BATCH_TOKENS or raise GRAD_ACCUM_STEPS");
+  }
+  return p;
+}
+
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(std::size_t n, const char* what) : n_(n) { p_ = static_cast<T*>(device_alloc(n * sizeof(T), what)); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+  ~DeviceBuffer() { release(); }
+
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+  std::size_t bytes() const { return n_ * sizeof(T); }
+
+  void upload(std::span<const T> host, cudaStream_t stream = nullptr) {
+    PGOLF_CHECK_EQ(host.size(), n_, "upload to a device buffer");
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(p_, host.data(), bytes(), cudaMemcpyHostToDevice, stream));
+  }
+  void download(std::span<T> host, cudaStream_t stream = nullptr) const {
+    PGOLF_CHECK_EQ(host.size(), n_, "download from a device buffer");
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(host.data(), p_, bytes(), cudaMemcpyDeviceToHost, stream));
+    PGOLF_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+  std::vector<T> to_host(cudaStream_t stream = nullptr) const {
+    std::vector<T> h(n_);
+    download(h, stream);
+    return h;
+  }
+  void zero(cudaStream_t stream = nullptr) {
+    if (n_) PGOLF_CUDA_CHECK(cudaMemsetAsync(p_, 0, bytes(), stream));
+  }
+
+ private:
+  void release() {
+    if (p_) (void)cudaFree(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+template <class T>
+DeviceBuffer<T> to_device(std::span<const T> host, const char* what) {
+  DeviceBuffer<T> d(host.size(), what);
+  d.upload(host);
+  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
+  return d;
+}
+
+}  // namespace pgolf::cuda
