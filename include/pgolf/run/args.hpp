@@ -58,6 +58,7 @@ struct TrainArgs {
   int grad_accum_steps = 0;                // GRAD_ACCUM_STEPS (0: the reference's 8 / WORLD_SIZE)
   int checkpoint_every = 0;                // CHECKPOINT_EVERY (0: only at the end)
   bool resume = false;                     // RESUME
+  int stop_after_steps = 0;                // STOP_AFTER_STEPS (0: run to the end)
   bool final_roundtrip = true;             // FINAL_ROUNDTRIP: quantize + evaluate at the end, as the reference
   int zstd_level = 22;                     // ZSTD_LEVEL of the final artifact
   ScheduleOptions schedule;
@@ -98,6 +99,8 @@ struct TrainArgs {
     o.add("NS_PRECISION", &ns_precision, "Newton-Schulz precision: bf16 (the reference) or fp32");
     o.add("CHECKPOINT_EVERY", &checkpoint_every, "write a checkpoint every N steps (0: only at the end)");
     o.add("RESUME", &resume, "resume from <OUT_DIR>/<RUN_ID>/checkpoint.pgck when it exists");
+    o.add("STOP_AFTER_STEPS", &stop_after_steps,
+          "checkpoint and exit after this many steps of this process (time-sliced machines; RESUME=1 continues)");
     o.add("FINAL_ROUNDTRIP", &final_roundtrip, "after training, write the int8+zstd artifact and evaluate it");
     o.add("ZSTD_LEVEL", &zstd_level, "zstd level of the final artifact");
   }

@@ -151,6 +151,12 @@ class Trainer {
         save_checkpoint<C>(ckpt_path, backend_, CheckpointState{step, training_ms, loader.position()}, a_.seed);
         clock.restart();
       }
+      if (a_.stop_after_steps > 0 && step - start_step >= a_.stop_after_steps && step < iterations) {
+        training_ms += clock.millis();
+        save_checkpoint<C>(ckpt_path, backend_, CheckpointState{step, training_ms, loader.position()}, a_.seed);
+        log_.line("paused: checkpoint:" + ckpt_path.string() + " step:" + std::to_string(step) + " (STOP_AFTER_STEPS; RESUME=1 continues)");
+        return;
+      }
       const bool reached_cap = a_.schedule.max_wallclock_seconds > 0 && approx_ms >= 1000.0 * a_.schedule.max_wallclock_seconds;
       if (!stop_after_step && reached_cap) stop_after_step = step;
     }
