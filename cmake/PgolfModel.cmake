@@ -10,9 +10,8 @@
 # of every project file the three binaries' translation units include (the generated mains, the
 # configuration header and the pgolf headers, from the compiler's own dependency scan), embedded in
 # the binaries so that every size report can print it.
-set(PGOLF_MODEL_CMAKE_DIR "${CMAKE_CURRENT_LIST_DIR}")
-
 function(pgolf_add_model)
+  set(PGOLF_MODEL_CMAKE_DIR "${CMAKE_CURRENT_FUNCTION_LIST_DIR}")  # pgolf's cmake/ folder, wherever the caller is
   cmake_parse_arguments(ARG "" "NAME;CONFIG_HEADER;CONFIG;OUTPUT_DIR" "" ${ARGN})
   foreach(required NAME CONFIG_HEADER CONFIG)
     if(NOT ARG_${required})
