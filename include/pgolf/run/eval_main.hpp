@@ -90,8 +90,8 @@ int eval_main(int argc, char** argv, const BinaryInfo& info) {
     const ByteLuts luts = build_byte_luts(tok, C.vocab_size);
     const auto val = load_validation_tokens(data.val_pattern(), data.train_seq_len);
     check_tokens_in_vocab(val, C.vocab_size, data.val_pattern());
-    log.printf("eval: %s %s device:cpu val_tokens:%zu", artifact.empty() ? weights.c_str() : artifact.c_str(), describe(C).c_str(),
-               val.size() - 1);
+    log.printf("eval: %s %s model_params:%lld device:cpu val_tokens:%zu", artifact.empty() ? weights.c_str() : artifact.c_str(),
+               describe(C).c_str(), static_cast<long long>(param_count<C>), val.size() - 1);
     cpu::Gpt<C, float> model;
     const int world = 1, accum = grad_accum > 0 ? grad_accum : kReferenceAccumulationWorld / world;
     const EvalResult r = evaluate(

@@ -166,7 +166,15 @@ void read_weights_safetensors(const std::filesystem::path& path, std::span<float
     const io::SafeTensor& t = file.at(s.name());
     const std::vector<std::int64_t> shape =
         s.rank == 1 ? std::vector<std::int64_t>{s.shape[0]} : std::vector<std::int64_t>{s.shape[0], s.shape[1]};
-    PGOLF_CHECK(t.shape == shape, path.string() << ": tensor " << s.name() << " has the wrong shape for configuration " << describe(C));
+    if (t.shape != shape) {
+      auto text = [](const std::vector<std::int64_t>& v) {
+        std::string r = "(";
+        for (std::size_t i = 0; i < v.size(); ++i) r += (i ? ", " : "") + std::to_string(v[i]);
+        return r + ")";
+      };
+      PGOLF_FAIL(path.string() << ": tensor " << s.name() << " has shape " << text(t.shape) << " but configuration " << describe(C)
+                               << " needs " << text(shape));
+    }
     const std::vector<float> v = t.to_float32();
     std::copy(v.begin(), v.end(), params.begin() + s.offset);
   }

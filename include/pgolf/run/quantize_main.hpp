@@ -37,6 +37,7 @@ int quantize_main(int argc, char** argv, const BinaryInfo& info) {
     read_weights_safetensors<C>(weights, params);
     const ExportReport rep = export_int8_artifact<C>(artifact, params, level, {{"source", std::filesystem::path(weights).filename().string()}});
     Logger log;
+    log.printf("quantize: %s model_params:%lld", describe(C).c_str(), static_cast<long long>(param_count<C>));
     log.printf("artifact:%s bytes:%lld payload:%lld raw:%lld payload_ratio:%.2fx", artifact.c_str(), static_cast<long long>(rep.file_bytes),
                static_cast<long long>(rep.payload_bytes), static_cast<long long>(rep.raw_bytes), rep.payload_ratio);
     log_size_report(log, rep.file_bytes, info, list_code);
