@@ -27,8 +27,8 @@ inline std::vector<double> normal_vector(std::size_t n, std::uint64_t stream, do
 // Central differences of f at x for up to max_checks coordinates (spread over the vector),
 // compared with grad: |numeric − analytic| <= atol + rtol·max(|numeric|, |analytic|).
 inline void expect_gradient_matches(const std::function<double()>& f, std::vector<double>& x, const std::vector<double>& grad,
-                                    const char* what, int max_checks = 64, double h = 1e-6, double rtol = 1e-6,
-                                    double atol = 1e-9) {
+                                    const char* what, int max_checks = 64, double h = 1e-5, double rtol = 1e-6,
+                                    double atol = 1e-8) {
   ASSERT_EQ(x.size(), grad.size()) << what;
   const std::size_t n = x.size();
   const std::size_t stride = std::max<std::size_t>(1, n / static_cast<std::size_t>(max_checks));

@@ -38,7 +38,8 @@ constexpr ModelConfig kTinyUntied = [] {
 TEST(ParamLayout, BaselineHasTheReferenceCount) {
   static_assert(param_count<ModelConfig{}> == 17'059'912, "the reference baseline has 17,059,912 parameters");
   // emb 524,288 + 9 × 1,837,064 + skip 2,048 (§1.4)
-  EXPECT_EQ(ParamLayout<ModelConfig{}>::Block::size, 1'837'064);
+  using L = ParamLayout<ModelConfig{}>;
+  EXPECT_EQ(L::offset(1, BlockParam::attn_scale) - L::offset(0, BlockParam::attn_scale), 1'837'064);
 }
 
 template <ModelConfig C>
@@ -70,7 +71,7 @@ TEST(ParamLayout, ContiguousUniqueAndNamedAsTheReferenceStateDict) {
   EXPECT_EQ(ParamLayout<kTinyUntied>::specs().back().name(), "lm_head.weight");
   // Roles: Muon gets exactly the 2-D block matrices that match no control pattern.
   for (const auto& s : specs) {
-    const bool is_matrix = s.rank == 2 && s.prefix == "blocks." && !s.control;
+    const bool is_matrix = s.rank == 2 && s.in_block && !s.control;
     EXPECT_EQ(s.role == ParamRole::matrix, is_matrix) << s.name();
   }
 }

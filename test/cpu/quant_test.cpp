@@ -29,7 +29,7 @@ TEST(Quantile, LinearInterpolationLikeTorch) {
 }
 
 TEST(Int8Reference, PerRowQuantizationFollowsTheFormula) {
-  ParamSpec spec{"m", -1, "", 2, {300, 256}, ParamRole::matrix, ParamInit::zeros, false, 0};
+  const ParamSpec spec = layout_detail::block_spec(BlockParam::fc, 0, 2, 300, 256, ParamRole::matrix, ParamInit::zeros);
   auto vd = testing::normal_vector(300 * 256, 80, 0.02);
   vd[5] = 0.5;  // an outlier in row 0: clipped at the row's quantile
   std::vector<float> values(vd.begin(), vd.end());
@@ -56,8 +56,8 @@ TEST(Int8Reference, PerRowQuantizationFollowsTheFormula) {
 }
 
 TEST(Int8Reference, SmallTensorsPassThroughAsFp16OrFp32ForControlNames) {
-  ParamSpec vec{"blocks.", 0, ".attn_scale", 1, {512, 0}, ParamRole::scalar, ParamInit::ones, true, 0};
-  ParamSpec emb{"small.weight", -1, "", 2, {64, 64}, ParamRole::embedding, ParamInit::zeros, false, 0};
+  const ParamSpec vec = layout_detail::block_spec(BlockParam::attn_scale, 0, 1, 512, 0, ParamRole::scalar, ParamInit::ones, 0, true);
+  const ParamSpec emb = layout_detail::global_spec(GlobalParam::tok_emb, 2, 64, 64, ParamRole::embedding, ParamInit::zeros);
   std::vector<float> v(512, 1.2345678f), e(4096, 0.1f);
   const auto tv = quantize_int8_reference(vec, v);
   EXPECT_EQ(tv.kind, QuantKind::keep_f32);

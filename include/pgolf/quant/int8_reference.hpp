@@ -81,7 +81,7 @@ inline std::int8_t quantize_value(float w, float clip, float scale) {
 inline QuantizedTensor quantize_int8_reference(const ParamSpec& spec, std::span<const float> values) {
   QuantizedTensor t;
   t.name = spec.name();
-  t.shape = spec.rank == 1 ? std::vector<std::int64_t>{spec.shape[0]} : std::vector<std::int64_t>{spec.shape[0], spec.shape[1]};
+  t.shape = spec.dims();
   PGOLF_CHECK_EQ(static_cast<std::int64_t>(values.size()), spec.numel(), "tensor " << t.name);
   if (spec.numel() <= kInt8KeepFloatMaxNumel) {
     if (spec.control) {

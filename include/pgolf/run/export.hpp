@@ -150,7 +150,7 @@ void write_weights_safetensors(const std::filesystem::path& path, std::span<cons
     io::SafeTensor t;
     t.name = s.name();
     t.dtype = io::DType::f32;
-    t.shape = s.rank == 1 ? std::vector<std::int64_t>{s.shape[0]} : std::vector<std::int64_t>{s.shape[0], s.shape[1]};
+    t.shape = s.dims();
     t.data.resize(static_cast<std::size_t>(s.numel()) * sizeof(float));
     std::memcpy(t.data.data(), params.data() + s.offset, t.data.size());
     tensors.push_back(std::move(t));
@@ -164,8 +164,7 @@ void read_weights_safetensors(const std::filesystem::path& path, std::span<float
   const auto file = io::read_safetensors(path);
   for (const ParamSpec& s : ParamLayout<C>::specs()) {
     const io::SafeTensor& t = file.at(s.name());
-    const std::vector<std::int64_t> shape =
-        s.rank == 1 ? std::vector<std::int64_t>{s.shape[0]} : std::vector<std::int64_t>{s.shape[0], s.shape[1]};
+    const std::vector<std::int64_t> shape = s.dims();
     if (t.shape != shape) {
       auto text = [](const std::vector<std::int64_t>& v) {
         std::string r = "(";

@@ -1,0 +1,34 @@
+// Seed A — "8L BigramHash(12288) + hyper-parameter search" (val_bpb 1.2392): 8 layers, width 512,
+// GQA 8/4, MLP 4× ReLU², a BigramHash of 12,288 buckets with a 128-wide table projected to the model
+// width, RoPE base 50,000, sequences of 2,048, tied embeddings; overtone embedding init with the
+// phase-transition resid_mix. Its fp16 tied embedding, Muon weight decay (0.048), gradient clip
+// (0.3) and warmdown (3,000) are run-time or export settings, not model switches.
+#pragma once
+
+#include "pgolf/core/config.hpp"
+
+namespace pgolf::configs {
+
+inline constexpr ModelConfig kSeedA = [] {
+  ModelConfig c;
+  c.name = "seed_a";
+  c.vocab_size = 1024;
+  c.num_layers = 8;
+  c.model_dim = 512;
+  c.num_heads = 8;
+  c.num_kv_heads = 4;
+  c.mlp_mult = 4;
+  c.max_seq_len = 2048;
+  c.rope_base = 50000.0f;
+  c.features.hash_embedding = HashEmbedding::bigram;
+  c.features.hash_buckets = 12288;
+  c.features.hash_dim = 128;
+  c.init.overtone_embedding = true;
+  c.init.phase_resid_mix = true;
+  // Without OrthoInit a zero table behind a zero projection would never train: the table starts
+  // N(0, 0.01), as the first BigramHash did (§2.1 v1), and the projection at zero.
+  c.init.hash_table_init_std = 0.01f;
+  return c;
+}();
+
+}  // namespace pgolf::configs
