@@ -60,7 +60,8 @@ class TrainLoop : public ::testing::Test {
     return a;
   }
   static void train(const run::TrainArgs& a) {
-    run::Trainer<kTrainTiny, run::CpuBackend<kTrainTiny>> t(a, run::BinaryInfo{"train-tiny", "train", "1234\n1234 x.hpp\n"});
+    run::Trainer<kTrainTiny> t(a, run::BinaryInfo{"train-tiny", "train", "1234\n1234 x.hpp\n"},
+                               std::make_unique<run::CpuBackend<kTrainTiny>>(a.optim));
     t.run();
   }
   static std::vector<std::string> log_lines(const std::string& run_id) {

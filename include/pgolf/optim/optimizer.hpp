@@ -41,28 +41,38 @@ struct OptimizerOptions {
 // torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing.
 inline constexpr double kClipNormEps = 1e-6;
 
+// The base LR of a parameter group (§1.6): the embedding's depends on whether the head is tied.
+inline double base_lr(const OptimizerOptions& opt, ParamRole role, bool tied_embeddings) {
+  switch (role) {
+    case ParamRole::embedding: return tied_embeddings ? opt.tied_embed_lr : opt.embed_lr;
+    case ParamRole::head: return opt.head_lr;
+    case ParamRole::matrix: return opt.matrix_lr;
+    case ParamRole::scalar: return opt.scalar_lr;
+  }
+  return 0.0;
+}
+
+// Everything an optimizer carries from step to step, in the flat parameter layout: what a
+// checkpoint saves and a warm-up restores (every backend keeps the same state).
+struct OptimizerState {
+  HostBuffer<float> adam_m, adam_v;  // Adam moments (zero outside the Adam groups)
+  HostBuffer<float> muon;            // Muon momentum buffers (zero outside the Muon group)
+  std::int64_t adam_step = 0;        // Adam's step count t (bias corrections)
+
+  OptimizerState() = default;
+  explicit OptimizerState(std::int64_t total) : adam_m(total), adam_v(total), muon(total) {}
+};
+
 template <ModelConfig C>
 class Optimizer {
  public:
   using Layout = ParamLayout<C>;
 
-  explicit Optimizer(const OptimizerOptions& opt) : opt_(opt), specs_(Layout::specs()) {
-    adam_m_.resize(Layout::total);
-    adam_v_.resize(Layout::total);
-    muon_buf_.resize(Layout::total);
-  }
+  explicit Optimizer(const OptimizerOptions& opt) : opt_(opt), specs_(Layout::specs()), state_(Layout::total) {}
 
   const OptimizerOptions& options() const { return opt_; }
 
-  double base_lr(ParamRole role) const {
-    switch (role) {
-      case ParamRole::embedding: return Dims<C>::tied ? opt_.tied_embed_lr : opt_.embed_lr;
-      case ParamRole::head: return opt_.head_lr;
-      case ParamRole::matrix: return opt_.matrix_lr;
-      case ParamRole::scalar: return opt_.scalar_lr;
-    }
-    return 0.0;
-  }
+  double base_lr(ParamRole role) const { return ::pgolf::base_lr(opt_, role, Dims<C>::tied); }
 
   // Global L2 norm of all gradients (fp64, tensor by tensor).
   double grad_norm(std::span<const float> grads) const {
@@ -94,7 +104,7 @@ class Optimizer {
         });
       }
     }
-    ++adam_step_;
+    ++state_.adam_step;
     for (const ParamSpec& s : specs_) {
       const double lr = base_lr(s.role) * lr_mul;
       if (s.role == ParamRole::matrix) {
@@ -106,16 +116,14 @@ class Optimizer {
     return norm;
   }
 
-  // State for checkpoints: Adam moments, Muon momentum buffers and the Adam step count.
-  HostBuffer<float>& adam_m() { return adam_m_; }
-  HostBuffer<float>& adam_v() { return adam_v_; }
-  HostBuffer<float>& muon_buffer() { return muon_buf_; }
-  std::int64_t& adam_step() { return adam_step_; }
+  // Adam moments, Muon momentum buffers and the Adam step count (checkpoints, warm-up).
+  OptimizerState& state() { return state_; }
+  const OptimizerState& state() const { return state_; }
 
  private:
   void adam_update(const ParamSpec& s, float* P, const float* G, double lr) {
-    const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(adam_step_));
-    const double bc2_sqrt = std::sqrt(1.0 - std::pow(opt_.beta2, static_cast<double>(adam_step_)));
+    const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(state_.adam_step));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(opt_.beta2, static_cast<double>(state_.adam_step)));
     const auto b1 = static_cast<float>(opt_.beta1), b2 = static_cast<float>(opt_.beta2);
     const auto step_size = static_cast<float>(lr / bc1);
     const auto bc2_sqrt_f = static_cast<float>(bc2_sqrt);
@@ -123,8 +131,8 @@ class Optimizer {
     const auto decay = static_cast<float>(1.0 - lr * opt_.adam_weight_decay);
     float* p = P + s.offset;
     const float* g = G + s.offset;
-    float* m = adam_m_.data() + s.offset;
-    float* v = adam_v_.data() + s.offset;
+    float* m = state_.adam_m.data() + s.offset;
+    float* v = state_.adam_v.data() + s.offset;
     parallel_for(0, s.numel(), 1 << 14, [&](std::int64_t b, std::int64_t e) {
       for (std::int64_t i = b; i < e; ++i) {
         m[i] = b1 * m[i] + (1.0f - b1) * g[i];
@@ -139,7 +147,7 @@ class Optimizer {
     const std::int64_t rows = s.shape[0], cols = s.shape[1], n = s.numel();
     float* p = P + s.offset;
     const float* g = G + s.offset;
-    float* buf = muon_buf_.data() + s.offset;
+    float* buf = state_.muon.data() + s.offset;
     const auto mu = static_cast<float>(momentum);
     nesterov_.resize(static_cast<std::size_t>(n));
     update_.resize(static_cast<std::size_t>(n));
@@ -161,8 +169,7 @@ class Optimizer {
 
   OptimizerOptions opt_;
   std::vector<ParamSpec> specs_;
-  HostBuffer<float> adam_m_, adam_v_, muon_buf_;
-  std::int64_t adam_step_ = 0;
+  OptimizerState state_;
   std::vector<float> nesterov_, update_;
 };
 

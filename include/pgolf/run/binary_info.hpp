@@ -9,11 +9,15 @@
 
 namespace pgolf::run {
 
+struct CudaBackendFactory;  // run/backend.hpp
+
 struct BinaryInfo {
   const char* model_name = "";  // the NAME given to pgolf_add_model()
   const char* tool = "";        // train, quantize or eval
   // "<total bytes>\n<bytes> <file>\n..." from pgolf_code_bytes.cmake; empty when unknown.
   const char* code_manifest = "";
+  // The model's CUDA backend when the binary was built with CUDA (train and eval), else null.
+  const CudaBackendFactory* cuda = nullptr;
 };
 
 struct CodeFile {

@@ -14,6 +14,7 @@
 #include "pgolf/io/artifact.hpp"
 #include "pgolf/model/param_layout.hpp"
 #include "pgolf/optim/optimizer.hpp"
+#include "pgolf/run/backend.hpp"
 
 namespace pgolf::run {
 
@@ -49,9 +50,12 @@ inline const std::string& required_meta(const io::Artifact& a, const std::string
 }
 }  // namespace detail
 
-template <ModelConfig C, class Backend>
+template <ModelConfig C>
 void save_checkpoint(const std::filesystem::path& path, Backend& backend, const CheckpointState& st, std::int64_t seed) {
-  auto& opt = backend.optimizer();
+  HostBuffer<float> params(ParamLayout<C>::total);
+  backend.read_params(params.span());
+  OptimizerState opt;
+  backend.read_optimizer_state(opt);
   io::Artifact a;
   a.config_fingerprint = fingerprint(C);
   a.config_description = describe(C);
@@ -62,26 +66,29 @@ void save_checkpoint(const std::filesystem::path& path, Backend& backend, const 
                 {"training_ms", ms},
                 {"loader_file_index", std::to_string(st.loader_position.file_index)},
                 {"loader_offset", std::to_string(st.loader_position.offset)},
-                {"adam_step", std::to_string(opt.adam_step())},
+                {"adam_step", std::to_string(opt.adam_step)},
                 {"seed", std::to_string(seed)}};
-  a.tensors.push_back(detail::flat_tensor("params", backend.params()));
-  a.tensors.push_back(detail::flat_tensor("adam_m", opt.adam_m().span()));
-  a.tensors.push_back(detail::flat_tensor("adam_v", opt.adam_v().span()));
-  a.tensors.push_back(detail::flat_tensor("muon_momentum", opt.muon_buffer().span()));
+  a.tensors.push_back(detail::flat_tensor("params", params.span()));
+  a.tensors.push_back(detail::flat_tensor("adam_m", opt.adam_m.span()));
+  a.tensors.push_back(detail::flat_tensor("adam_v", opt.adam_v.span()));
+  a.tensors.push_back(detail::flat_tensor("muon_momentum", opt.muon.span()));
   io::write_artifact(path, a, kCheckpointZstdLevel);
 }
 
-template <ModelConfig C, class Backend>
+template <ModelConfig C>
 CheckpointState load_checkpoint(const std::filesystem::path& path, Backend& backend) {
   const io::Artifact a = io::read_artifact_for(path, C);
   const std::string file = path.string();
   PGOLF_CHECK(a.meta("kind") && *a.meta("kind") == kCheckpointKind, file << " is not a pgolf training checkpoint");
-  auto& opt = backend.optimizer();
-  detail::read_flat(a, "params", backend.params(), file);
-  detail::read_flat(a, "adam_m", opt.adam_m().span(), file);
-  detail::read_flat(a, "adam_v", opt.adam_v().span(), file);
-  detail::read_flat(a, "muon_momentum", opt.muon_buffer().span(), file);
-  opt.adam_step() = std::stoll(detail::required_meta(a, "adam_step", file));
+  HostBuffer<float> params(ParamLayout<C>::total);
+  OptimizerState opt(ParamLayout<C>::total);
+  detail::read_flat(a, "params", params.span(), file);
+  detail::read_flat(a, "adam_m", opt.adam_m.span(), file);
+  detail::read_flat(a, "adam_v", opt.adam_v.span(), file);
+  detail::read_flat(a, "muon_momentum", opt.muon.span(), file);
+  opt.adam_step = std::stoll(detail::required_meta(a, "adam_step", file));
+  backend.write_params(params.span());
+  backend.write_optimizer_state(opt);
   CheckpointState st;
   st.step = std::stoi(detail::required_meta(a, "step", file));
   st.training_ms = std::stod(detail::required_meta(a, "training_ms", file));

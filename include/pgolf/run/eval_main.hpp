@@ -12,12 +12,12 @@
 #include "pgolf/data/token_stream.hpp"
 #include "pgolf/data/tokenizer.hpp"
 #include "pgolf/io/zstd.hpp"
-#include "pgolf/model/gpt_cpu.hpp"
 #include "pgolf/run/args.hpp"
 #include "pgolf/run/binary_info.hpp"
 #include "pgolf/run/evaluate.hpp"
 #include "pgolf/run/export.hpp"
 #include "pgolf/run/logger.hpp"
+#include "pgolf/run/select_backend.hpp"
 #include "pgolf/run/size_report.hpp"
 
 namespace pgolf::run {
@@ -90,12 +90,15 @@ int eval_main(int argc, char** argv, const BinaryInfo& info) {
     const ByteLuts luts = build_byte_luts(tok, C.vocab_size);
     const auto val = load_validation_tokens(data.val_pattern(), data.train_seq_len);
     check_tokens_in_vocab(val, C.vocab_size, data.val_pattern());
-    log.printf("eval: %s %s model_params:%lld device:cpu val_tokens:%zu", artifact.empty() ? weights.c_str() : artifact.c_str(),
-               describe(C).c_str(), static_cast<long long>(param_count<C>), val.size() - 1);
-    cpu::Gpt<C, float> model;
+    std::string device_note;
+    const auto backend = make_backend<C>(data.device, OptimizerOptions{}, info, &device_note);
+    backend->write_params(params);
+    log.printf("eval: %s %s model_params:%lld device:%s val_tokens:%zu", artifact.empty() ? weights.c_str() : artifact.c_str(),
+               describe(C).c_str(), static_cast<long long>(param_count<C>), backend->device_name().c_str(), val.size() - 1);
+    if (!device_note.empty()) log.printf("device_note:%s", device_note.c_str());
     const int world = 1, accum = grad_accum > 0 ? grad_accum : kReferenceAccumulationWorld / world;
     const EvalResult r = evaluate(
-        [&](auto ids, auto targets, std::int64_t b, std::int64_t s, std::span<float> out) { model.forward(params, ids, targets, b, s, out); },
+        [&](auto ids, auto targets, std::int64_t b, std::int64_t s, std::span<float> out) { backend->token_losses(ids, targets, b, s, out); },
         std::span<const std::uint16_t>(val), data.train_seq_len, data.val_batch_size, world, accum, data.eval_batch_seqs, luts);
     log.printf("%s val_loss:%.4f val_bpb:%.4f eval_time:%.0fms", artifact.empty() ? "weights" : "final_int8_zstd_roundtrip", r.val_loss,
                r.val_bpb, 1000.0 * r.seconds);

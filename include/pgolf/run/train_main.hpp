@@ -17,10 +17,10 @@
 #include "pgolf/run/args.hpp"
 #include "pgolf/run/binary_info.hpp"
 #include "pgolf/run/checkpoint.hpp"
-#include "pgolf/run/cpu_backend.hpp"
 #include "pgolf/run/evaluate.hpp"
 #include "pgolf/run/export.hpp"
 #include "pgolf/run/logger.hpp"
+#include "pgolf/run/select_backend.hpp"
 
 namespace pgolf::run {
 
@@ -31,10 +31,14 @@ inline std::string default_run_id() {
   return buf;
 }
 
-template <ModelConfig C, class Backend>
+template <ModelConfig C>
 class Trainer {
  public:
-  Trainer(const TrainArgs& args, const BinaryInfo& info) : a_(args), info_(info), backend_(args.optim) {}
+  // The backend follows DEVICE (args.data.device) unless one is given.
+  Trainer(const TrainArgs& args, const BinaryInfo& info, std::unique_ptr<Backend> backend = nullptr)
+      : a_(args), info_(info), backend_(std::move(backend)) {
+    if (!backend_) backend_ = make_backend<C>(a_.data.device, a_.optim, info_, &device_note_);
+  }
 
   void run() {
     const std::filesystem::path dir = std::filesystem::path(a_.out_dir) / a_.run_id;
@@ -43,7 +47,8 @@ class Trainer {
     const std::filesystem::path ckpt_path = dir / "checkpoint.pgck";
     log_.line("run_dir:" + dir.string());
     log_.line("config:" + describe(C) + " fingerprint:" + std::to_string(fingerprint(C)));
-    log_.line("device:" + Backend::device_name());
+    log_.line("device:" + backend_->device_name());
+    if (!device_note_.empty()) log_.line("device_note:" + device_note_);
 
     // Tokenizer and validation metric setup.
     const Tokenizer tok(a_.data.tokenizer_path);
@@ -68,13 +73,13 @@ class Trainer {
     PGOLF_CHECK(a_.data.train_seq_len <= C.max_seq_len, "TRAIN_SEQ_LEN=" << a_.data.train_seq_len << " exceeds max_seq_len="
                                                                          << C.max_seq_len << " of configuration " << describe(C));
     const std::int64_t micro_batch = local_tokens / a_.data.train_seq_len;
-    backend_.init(static_cast<std::uint64_t>(a_.seed), a_.init);
+    backend_->init(static_cast<std::uint64_t>(a_.seed), a_.init);
     log_.line("model_params:" + std::to_string(param_count<C>));
     log_.printf("world_size:%d grad_accum_steps:%d", world, accum);
     log_.printf("attention_mode:%s num_heads:%d num_kv_heads:%d", C.num_kv_heads != C.num_heads ? "gqa" : "mha", C.num_heads,
                 C.num_kv_heads);
     log_.printf("tie_embeddings:%s embed_lr:%g head_lr:%g matrix_lr:%g scalar_lr:%g", C.tie_embeddings ? "True" : "False",
-                backend_.optimizer().base_lr(ParamRole::embedding), C.tie_embeddings ? 0.0 : a_.optim.head_lr,
+                base_lr(a_.optim, ParamRole::embedding, C.tie_embeddings), C.tie_embeddings ? 0.0 : a_.optim.head_lr,
                 a_.optim.matrix_lr, a_.optim.scalar_lr);
     log_.printf("train_batch_tokens:%lld train_seq_len:%d iterations:%d warmup_steps:%d max_wallclock_seconds:%.3f",
                 static_cast<long long>(a_.train_batch_tokens), a_.data.train_seq_len, a_.schedule.iterations, a_.warmup_steps,
@@ -85,27 +90,27 @@ class Trainer {
     int start_step = 0;
     double training_ms = 0;
     if (a_.resume && std::filesystem::exists(ckpt_path)) {
-      const auto st = load_checkpoint<C>(ckpt_path, backend_);
+      const auto st = load_checkpoint<C>(ckpt_path, *backend_);
       loader.set_position(st.loader_position);
       start_step = st.step;
       training_ms = st.training_ms;
       log_.printf("resumed:%s step:%d train_time:%.0fms", ckpt_path.c_str(), start_step, training_ms);
     } else if (a_.warmup_steps > 0) {
       // Prime every code path, then restore the initial state and restart the data (the reference).
-      const auto initial = backend_.snapshot();
+      backend_->save_snapshot();
       for (int w = 0; w < a_.warmup_steps; ++w) {
         train_step(loader, micro_batch, accum, 1.0, muon_momentum_at(a_.schedule, w));
         if (a_.warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == a_.warmup_steps) {
           log_.printf("warmup_step:%d/%d", w + 1, a_.warmup_steps);
         }
       }
-      backend_.restore(initial);
+      backend_->restore_snapshot();
       loader = DistributedTokenLoader(a_.data.train_pattern(), 0, world);
     }
 
     auto evaluate_now = [&] {
       return evaluate(
-          [&](auto ids, auto targets, std::int64_t b, std::int64_t s, std::span<float> out) { backend_.token_losses(ids, targets, b, s, out); },
+          [&](auto ids, auto targets, std::int64_t b, std::int64_t s, std::span<float> out) { backend_->token_losses(ids, targets, b, s, out); },
           std::span<const std::uint16_t>(val), a_.data.train_seq_len, a_.data.val_batch_size, world, accum, a_.data.eval_batch_seqs,
           luts);
     };
@@ -148,12 +153,12 @@ class Trainer {
       progress.update(step);
       if (a_.checkpoint_every > 0 && step % a_.checkpoint_every == 0 && step < iterations) {
         training_ms += clock.millis();
-        save_checkpoint<C>(ckpt_path, backend_, CheckpointState{step, training_ms, loader.position()}, a_.seed);
+        save_checkpoint<C>(ckpt_path, *backend_, CheckpointState{step, training_ms, loader.position()}, a_.seed);
         clock.restart();
       }
       if (a_.stop_after_steps > 0 && step - start_step >= a_.stop_after_steps && step < iterations) {
         training_ms += clock.millis();
-        save_checkpoint<C>(ckpt_path, backend_, CheckpointState{step, training_ms, loader.position()}, a_.seed);
+        save_checkpoint<C>(ckpt_path, *backend_, CheckpointState{step, training_ms, loader.position()}, a_.seed);
         log_.line("paused: checkpoint:" + ckpt_path.string() + " step:" + std::to_string(step) + " (STOP_AFTER_STEPS; RESUME=1 continues)");
         return;
       }
@@ -161,23 +166,26 @@ class Trainer {
       if (!stop_after_step && reached_cap) stop_after_step = step;
     }
     progress.finish();
-    save_checkpoint<C>(ckpt_path, backend_, CheckpointState{step, training_ms, loader.position()}, a_.seed);
+    save_checkpoint<C>(ckpt_path, *backend_, CheckpointState{step, training_ms, loader.position()}, a_.seed);
     log_.line("checkpoint:" + ckpt_path.string() + " step:" + std::to_string(step));
 
     // Serialization + round trip, as the reference's final section.
     const auto weights = dir / "final_model.safetensors";
-    write_weights_safetensors<C>(weights, backend_.params());
+    HostBuffer<float> params(ParamLayout<C>::total);
+    backend_->read_params(params.span());
+    write_weights_safetensors<C>(weights, params.span());
     log_.printf("Serialized model: %lld bytes", static_cast<long long>(::pgolf::size_of_file(weights)));
     if (!a_.final_roundtrip) return;
     const auto artifact_path = dir / "final_model.int8.ptz";
-    const ExportReport rep = export_int8_artifact<C>(artifact_path, backend_.params(), a_.zstd_level, {{"train_steps", std::to_string(step)}});
+    const ExportReport rep = export_int8_artifact<C>(artifact_path, params.span(), a_.zstd_level, {{"train_steps", std::to_string(step)}});
     const CodeManifest code = parse_code_manifest(info_.code_manifest);
     log_.printf("Serialized model int8+zstd: %lld bytes (payload:%lld raw:%lld payload_ratio:%.2fx)",
                 static_cast<long long>(rep.file_bytes), static_cast<long long>(rep.payload_bytes), static_cast<long long>(rep.raw_bytes),
                 rep.payload_ratio);
     log_.printf("Total submission size int8+zstd: %lld bytes (code:%lld)", static_cast<long long>(rep.file_bytes + code.total_bytes),
                 static_cast<long long>(code.total_bytes));
-    load_int8_artifact<C>(artifact_path, backend_.params());
+    load_int8_artifact<C>(artifact_path, params.span());
+    backend_->write_params(params.span());
     const EvalResult q = evaluate_now();
     log_.printf("final_int8_zstd_roundtrip val_loss:%.4f val_bpb:%.4f eval_time:%.0fms", q.val_loss, q.val_bpb, 1000.0 * q.seconds);
     log_.printf("final_int8_zstd_roundtrip_exact val_loss:%.8f val_bpb:%.8f", q.val_loss, q.val_bpb);
@@ -186,21 +194,21 @@ class Trainer {
  private:
   // One optimizer step over `accum` micro-batches; returns the mean training loss.
   double train_step(DistributedTokenLoader& loader, std::int64_t micro_batch, int accum, double lr_mul, double momentum) {
-    backend_.zero_grads();
-    double loss = 0;
+    backend_->zero_grads();
     for (int m = 0; m < accum; ++m) {
       const auto batch = loader.next_batch(a_.train_batch_tokens, a_.data.train_seq_len, accum);
-      loss += backend_.forward_backward(batch.x, batch.y, micro_batch, a_.data.train_seq_len, 1.0f / static_cast<float>(accum));
+      backend_->forward_backward(batch.x, batch.y, micro_batch, a_.data.train_seq_len, 1.0f / static_cast<float>(accum));
     }
-    loss /= accum;
-    if (!std::isfinite(loss)) return loss;  // leave the weights as they were
-    backend_.optimizer_step(lr_mul, momentum);
+    const double loss = backend_->step_loss();  // the mean over the micro-batches (each scaled by 1/accum)
+    if (!std::isfinite(loss)) return loss;      // leave the weights as they were
+    backend_->optimizer_step(lr_mul, momentum);
     return loss;
   }
 
   TrainArgs a_;
   BinaryInfo info_;
-  Backend backend_;
+  std::string device_note_;
+  std::unique_ptr<Backend> backend_;
   Logger log_;
 };
 
@@ -218,7 +226,7 @@ int train_main(int argc, char** argv, const BinaryInfo& info) {
     if (args.run_id.empty()) args.run_id = default_run_id();
     args.finalize();
     std::printf("%s: %s, model_params:%lld\n", info.tool, describe(C).c_str(), static_cast<long long>(param_count<C>));
-    Trainer<C, CpuBackend<C>> trainer(args, info);
+    Trainer<C> trainer(args, info);
     trainer.run();
     return 0;
   } catch (const Error& e) {
