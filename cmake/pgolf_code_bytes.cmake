@@ -1,14 +1,21 @@
 # cmake -P script run by pgolf_add_model(): lists the project files that the model's mains include
 # (the compiler's -M dependency output, restricted to ROOTS) and writes a C++ source defining
 #   const char* const pgolf_code_manifest = "<total>\n<bytes> <file>\n...";
-# Inputs: SCANNER (compiler), SCAN_FLAGS, INCLUDES, SOURCES, ROOTS, OUTPUT.
+# Inputs: CXX_SCANNER + CXX_FLAGS (for .cpp sources), CUDA_SCANNER + CUDA_FLAGS (for .cu sources),
+# INCLUDES, SOURCES, ROOTS, OUTPUT.
 set(files "")
 foreach(src IN LISTS SOURCES)
-  set(args ${SCAN_FLAGS})
+  if(src MATCHES "\\.cu$")
+    set(scanner "${CUDA_SCANNER}")
+    set(args ${CUDA_FLAGS})
+  else()
+    set(scanner "${CXX_SCANNER}")
+    set(args ${CXX_FLAGS})
+  endif()
   foreach(dir IN LISTS INCLUDES ROOTS)
     list(APPEND args "-I${dir}")
   endforeach()
-  execute_process(COMMAND "${SCANNER}" ${args} "${src}" OUTPUT_VARIABLE deps ERROR_VARIABLE err RESULT_VARIABLE rc)
+  execute_process(COMMAND "${scanner}" ${args} "${src}" OUTPUT_VARIABLE deps ERROR_VARIABLE err RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "pgolf: dependency scan of ${src} failed:\n${err}")
   endif()

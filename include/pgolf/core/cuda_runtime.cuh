@@ -117,6 +117,44 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+// One device allocation carved into many tensors, so that a model allocates its memory once, up
+// front, and an out-of-memory error names the whole request. Used in two passes over the same
+// sequence of take() calls: the first (before allocate()) only measures and returns null pointers,
+// the second hands out the real ones:
+//   DeviceArena arena;
+//   auto carve = [&] { x = arena.take<float>(n * D); y = arena.take<nv_bf16>(n * F); };
+//   carve(); arena.allocate("activations"); carve();
+class DeviceArena {
+ public:
+  static constexpr std::size_t kAlignment = 256;  // cuBLASLt's and cudaMalloc's alignment
+
+  template <class T>
+  T* take(std::int64_t count) {
+    offset_ = (offset_ + kAlignment - 1) / kAlignment * kAlignment;
+    T* p = base_ ? reinterpret_cast<T*>(base_ + offset_) : nullptr;
+    offset_ += static_cast<std::size_t>(count) * sizeof(T);
+    if (base_) PGOLF_CHECK_LE(offset_, buffer_.bytes(), "device arena: the second pass takes more than the first measured");
+    return p;
+  }
+  // Allocates what the first pass measured; the next pass hands out pointers into it.
+  void allocate(const char* what) {
+    buffer_ = DeviceBuffer<std::uint8_t>(offset_, what);
+    base_ = buffer_.data();
+    offset_ = 0;
+  }
+  void release() {
+    buffer_ = DeviceBuffer<std::uint8_t>();
+    base_ = nullptr;
+    offset_ = 0;
+  }
+  std::size_t bytes() const { return buffer_.bytes(); }
+
+ private:
+  DeviceBuffer<std::uint8_t> buffer_;
+  std::uint8_t* base_ = nullptr;
+  std::size_t offset_ = 0;
+};
+
 template <class T>
 DeviceBuffer<T> to_device(std::span<const T> host, const char* what) {
   DeviceBuffer<T> d(host.size(), what);

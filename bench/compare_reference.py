@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Side-by-side training run: the reference train_gpt.py (openai/parameter-golf, fetched separately and
+never committed here) and pgolf's baseline_train, on the same GPU, the same shards, the same
+configuration and the same number of steps, one after the other in one invocation.
+
+Both programs read the same environment variables (DATA_PATH, TOKENIZER_PATH, ITERATIONS,
+TRAIN_BATCH_TOKENS, TRAIN_SEQ_LEN, WARMUP_STEPS, VAL_LOSS_EVERY, ...) and print the same log lines
+(`step:N/M val_loss:... val_bpb:... train_time:...ms step_avg:...ms`), so the comparison reads the
+final validation line of each: step_avg gives the training throughput (tokens per step / step time,
+compile warm-up and validation excluded by both programs), val_bpb the quality at equal steps.
+
+Prints one summary line per program and the ratios, and writes them as JSON with --json.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+VAL_RE = re.compile(r"^step:(\d+)/(\d+) val_loss:([0-9.]+) val_bpb:([0-9.]+) train_time:(\d+)ms step_avg:([0-9.]+)ms")
+TRAIN_RE = re.compile(r"^step:(\d+)/(\d+) train_loss:([0-9.]+) train_time:(\d+)ms step_avg:([0-9.]+)ms")
+
+
+def run(name, cmd, env, cwd, log_path):
+    print(f"== {name}: {' '.join(cmd)}", flush=True)
+    start = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log.write(line)
+            if VAL_RE.match(line) or line.startswith(("step:1/", "final_", "error", "Traceback")):
+                print(f"  [{name}] {line.rstrip()}", flush=True)
+        rc = proc.wait()
+    if rc != 0:
+        sys.exit(f"{name} failed with exit code {rc}; its output is in {log_path}")
+    return parse(log_path, time.time() - start)
+
+
+def parse(log_path, wall_s):
+    vals, trains = [], []
+    with open(log_path) as f:
+        for line in f:
+            if m := VAL_RE.match(line):
+                vals.append(m)
+            elif m := TRAIN_RE.match(line):
+                trains.append(m)
+    if not vals:
+        sys.exit(f"no validation line in {log_path}")
+    last = vals[-1]
+    return {
+        "step": int(last.group(1)),
+        "val_loss": float(last.group(3)),
+        "val_bpb": float(last.group(4)),
+        "train_time_ms": float(last.group(5)),
+        "step_avg_ms": float(last.group(6)),
+        "train_losses": [float(m.group(3)) for m in trains],
+        "wall_s": wall_s,
+        "log": log_path,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reference", required=True, help="path of the reference train_gpt.py")
+    p.add_argument("--pgolf", required=True, help="path of pgolf's baseline_train binary")
+    p.add_argument("--data-path", required=True, help="shards in the reference format (fineweb_{train,val}_*.bin)")
+    p.add_argument("--tokenizer-path", required=True, help="the SentencePiece .model of those shards")
+    p.add_argument("--iterations", type=int, default=200, help="training steps of each program")
+    p.add_argument("--train-batch-tokens", type=int, default=524288)
+    p.add_argument("--train-seq-len", type=int, default=1024)
+    p.add_argument("--warmup-steps", type=int, default=20, help="untimed priming steps (torch.compile happens here)")
+    p.add_argument("--python", default=sys.executable, help="interpreter for the reference")
+    p.add_argument("--workdir", default=None, help="where both programs write their logs and weights (default: a temp dir)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args()
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="pgolf-vs-reference-")
+    os.makedirs(workdir, exist_ok=True)
+    env = dict(os.environ)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # one process, one GPU
+        env.pop(k, None)
+    env.update({
+        "DATA_PATH": os.path.abspath(args.data_path),
+        "TOKENIZER_PATH": os.path.abspath(args.tokenizer_path),
+        "ITERATIONS": str(args.iterations),
+        "TRAIN_BATCH_TOKENS": str(args.train_batch_tokens),
+        "TRAIN_SEQ_LEN": str(args.train_seq_len),
+        "WARMUP_STEPS": str(args.warmup_steps),
+        "VAL_LOSS_EVERY": "0",  # validation at the end only (both programs)
+        "TRAIN_LOG_EVERY": "50",
+        "MAX_WALLCLOCK_SECONDS": "0",
+        "WARMDOWN_ITERS": str(max(1, args.iterations // 4)),
+        "SEED": "1337",
+        "RUN_ID": "side_by_side",
+    })
+    ref = run("reference", [args.python, os.path.abspath(args.reference)], env, workdir, os.path.join(workdir, "reference.log"))
+    env_pgolf = dict(env, OUT_DIR=os.path.join(workdir, "pgolf-runs"), DEVICE="cuda")
+    ours = run("pgolf", [os.path.abspath(args.pgolf)], env_pgolf, workdir, os.path.join(workdir, "pgolf.log"))
+
+    tokens = args.train_batch_tokens
+    result = {
+        "iterations": args.iterations,
+        "train_batch_tokens": tokens,
+        "train_seq_len": args.train_seq_len,
+        "reference": dict(ref, tokens_per_s=tokens / (ref["step_avg_ms"] / 1000.0)),
+        "pgolf": dict(ours, tokens_per_s=tokens / (ours["step_avg_ms"] / 1000.0)),
+    }
+    result["throughput_ratio"] = result["pgolf"]["tokens_per_s"] / result["reference"]["tokens_per_s"]
+    result["val_bpb_difference"] = ours["val_bpb"] - ref["val_bpb"]
+    for name in ("reference", "pgolf"):
+        r = result[name]
+        print(f"{name:9s} step:{r['step']} val_loss:{r['val_loss']:.4f} val_bpb:{r['val_bpb']:.4f} "
+              f"step_avg:{r['step_avg_ms']:.2f}ms tokens/s:{r['tokens_per_s']:.0f}")
+    print(f"throughput_ratio (pgolf/reference): {result['throughput_ratio']:.3f}")
+    print(f"val_bpb difference (pgolf - reference): {result['val_bpb_difference']:+.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+// Shared pieces of the CUDA benchmarks: GPU timing with CUDA events (UseManualTime), the
+// throughput counters every kernel family reports, and a clean skip on machines without a GPU.
+//
+//   static void BM_Op(benchmark::State& state) {
+//     if (!pgolf::bench::require_gpu(state)) return;
+//     ... allocate, warm up ...
+//     pgolf::bench::GpuTimer timer;
+//     for (auto _ : state) {
+//       timer.start();
+//       launch(...);
+//       state.SetIterationTime(timer.seconds());
+//     }
+//     pgolf::bench::report_flops(state, flops_per_iteration);
+//   }
+//   BENCHMARK(BM_Op)->UseManualTime();
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <type_traits>
+
+#include "pgolf/core/cuda_runtime.cuh"
+#include "pgolf/ops/cuda/common.cuh"
+
+namespace pgolf::bench {
+
+using cuda::DeviceBuffer;
+
+// False (and the benchmark marked skipped) when there is no usable GPU.
+inline bool require_gpu(benchmark::State& state) {
+  if (cuda::device_count() == 0) {
+    state.SkipWithError("no CUDA device (or no driver) on this machine");
+    return false;
+  }
+  return true;
+}
+
+// Elapsed GPU time between start() and seconds() on one stream (seconds() synchronises).
+class GpuTimer {
+ public:
+  explicit GpuTimer(cudaStream_t stream = nullptr) : stream_(stream) {
+    PGOLF_CUDA_CHECK(cudaEventCreate(&begin_));
+    PGOLF_CUDA_CHECK(cudaEventCreate(&end_));
+  }
+  GpuTimer(const GpuTimer&) = delete;
+  GpuTimer& operator=(const GpuTimer&) = delete;
+  ~GpuTimer() {
+    cudaEventDestroy(begin_);
+    cudaEventDestroy(end_);
+  }
+  void start() { PGOLF_CUDA_CHECK(cudaEventRecord(begin_, stream_)); }
+  double seconds() {
+    PGOLF_CUDA_CHECK(cudaEventRecord(end_, stream_));
+    PGOLF_CUDA_CHECK(cudaEventSynchronize(end_));
+    float ms = 0;
+    PGOLF_CUDA_CHECK(cudaEventElapsedTime(&ms, begin_, end_));
+    return 1e-3 * ms;
+  }
+
+ private:
+  cudaStream_t stream_;
+  cudaEvent_t begin_{}, end_{};
+};
+
+// TFLOP/s from the FLOPs of one iteration (a multiply-add counts 2).
+inline void report_flops(benchmark::State& state, double flops_per_iteration) {
+  state.counters["TFLOP/s"] = benchmark::Counter(flops_per_iteration * 1e-12 * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate);
+}
+
+// Peak memory bandwidth the "of_peak" counters divide by: PGOLF_PEAK_GBPS, default 3,350 GB/s
+// (the H100 SXM datasheet figure; an H200 has 4,800).
+inline double peak_bytes_per_second() {
+  const char* env = std::getenv("PGOLF_PEAK_GBPS");
+  return (env ? std::atof(env) : 3350.0) * 1e9;
+}
+
+// GB/s from the bytes one iteration reads and writes (for memory-bound kernels), and that rate as
+// a fraction of the peak bandwidth.
+inline void report_bytes(benchmark::State& state, double bytes_per_iteration) {
+  const double iterations = static_cast<double>(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(bytes_per_iteration * 1e-9 * iterations, benchmark::Counter::kIsRate);
+  state.counters["of_peak"] = benchmark::Counter(bytes_per_iteration / peak_bytes_per_second() * iterations, benchmark::Counter::kIsRate);
+}
+
+// Times `launch` on `stream`: one warm-up call (first-use costs), then one timed call per iteration.
+template <class Launch>
+void time_launches(benchmark::State& state, Launch&& launch, cudaStream_t stream = nullptr) {
+  launch();
+  PGOLF_CUDA_CHECK(cudaStreamSynchronize(stream));
+  GpuTimer timer(stream);
+  for (auto _ : state) {
+    timer.start();
+    launch();
+    state.SetIterationTime(timer.seconds());
+  }
+}
+
+// A device buffer of `count` elements holding a constant (values that do not change a memory-bound
+// kernel's speed): 0.5 for float, zero bits otherwise.
+template <class T>
+DeviceBuffer<T> filled(std::int64_t count, const char* what) {
+  DeviceBuffer<T> b(static_cast<std::size_t>(count), what);
+  if constexpr (std::is_same_v<T, float>) {
+    cuda::fill(b.data(), 0.5f, count, nullptr);
+  } else {
+    b.zero();
+  }
+  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
+  return b;
+}
+
+inline void report_device(benchmark::State& state) { state.SetLabel(cuda::device_description()); }
+
+}  // namespace pgolf::bench

@@ -1,0 +1,216 @@
+// The CUDA training backend: the GPU GPT (model/gpt_cuda.cuh), fp32 master weights and their bf16
+// copy, fp32 gradients and the optimizer on the device. Implements run::Backend.
+//
+// Synchronisation: a training step enqueues everything on one stream; step_loss() is the one
+// point where the host waits (the log line and the NaN guard need the loss). Evaluation waits for
+// each batch's per-token losses. Host copies of the state (read_params, read_optimizer_state) wait
+// too; they are for checkpoints and export, not for the step loop.
+//
+// Initialisation is computed on the host (model/init.hpp, the same values as the CPU backend for
+// the same seed) and uploaded; as in the reference, the token embedding is then held in bf16
+// (tok_emb stays a bf16 tensor there: `.bfloat16()` is only undone for CastedLinear weights and
+// small control tensors), so its initial values are rounded to bf16 and the optimizer keeps it so.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "pgolf/run/cuda_backend.cuh is for CUDA translation units"
+#endif
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pgolf/core/cuda_runtime.cuh"
+#include "pgolf/core/numeric_types.hpp"
+#include "pgolf/core/tensor.hpp"
+#include "pgolf/model/gpt_cuda.cuh"
+#include "pgolf/model/init.hpp"
+#include "pgolf/optim/cuda/optimizer.cuh"
+#include "pgolf/run/backend.hpp"
+
+namespace pgolf::run {
+
+// Owns a CUDA stream (destroyed with it).
+class CudaStream {
+ public:
+  CudaStream() { PGOLF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+  ~CudaStream() {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+  cudaStream_t get() const { return stream_; }
+  void synchronize() const { PGOLF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+template <ModelConfig C>
+class CudaBackend final : public Backend {
+ public:
+  using Layout = ParamLayout<C>;
+  static constexpr std::int64_t kTotal = Layout::total;
+
+  explicit CudaBackend(const OptimizerOptions& opt)
+      : params_(kTotal, "fp32 master weights"),
+        weights_bf16_(kTotal, "bf16 weights"),
+        grads_(kTotal, "fp32 gradients"),
+        step_loss_(1, "step loss"),
+        optimizer_(opt, gemm_),
+        model_(gemm_, stream_.get()) {
+    params_.zero(stream_.get());
+    grads_.zero(stream_.get());
+    step_loss_.zero(stream_.get());
+  }
+
+  std::string device_name() const override {
+    int dev = 0;
+    PGOLF_CUDA_CHECK(cudaGetDevice(&dev));
+    return "cuda:" + std::to_string(dev) + " " + cuda::device_description(dev);
+  }
+
+  void init(std::uint64_t seed, const InitOptions& init) override {
+    HostBuffer<float> host(kTotal);
+    init_params<C>(host.span(), seed, init);
+    // The reference holds tok_emb in bf16 (see the header comment).
+    const std::int64_t emb = Layout::tok_emb, emb_end = emb + std::int64_t{C.vocab_size} * C.model_dim;
+    for (std::int64_t i = emb; i < emb_end; ++i) host[i] = bf16::from_float(host[i]).to_float();
+    write_params(host.span());
+  }
+
+  void zero_grads() override {
+    grads_.zero(stream_.get());
+    step_loss_.zero(stream_.get());
+  }
+
+  void forward_backward(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets, std::int64_t batch, std::int64_t seq,
+                        float loss_scale) override {
+    upload_batch(ids, targets, batch, seq);
+    model_.forward_backward(params_.data(), weights_bf16_.data(), grads_.data(), ids_.data(), targets_.data(), batch, seq, loss_scale,
+                            step_loss_.data());
+  }
+
+  double step_loss() override {
+    double loss = 0;
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(&loss, step_loss_.data(), sizeof loss, cudaMemcpyDeviceToHost, stream_.get()));
+    stream_.synchronize();
+    return loss;
+  }
+
+  void optimizer_step(double lr_mul, double muon_momentum) override {
+    optimizer_.step(params_.data(), grads_.data(), lr_mul, muon_momentum, stream_.get());
+    refresh_bf16_weights();
+  }
+
+  void token_losses(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets, std::int64_t batch, std::int64_t seq,
+                    std::span<float> out) override {
+    PGOLF_CHECK_EQ(static_cast<std::int64_t>(out.size()), batch * seq, "per-token loss buffer");
+    upload_batch(ids, targets, batch, seq);
+    if (static_cast<std::int64_t>(losses_.size()) < batch * seq) losses_ = cuda::DeviceBuffer<float>(batch * seq, "per-token losses");
+    model_.token_losses(params_.data(), weights_bf16_.data(), ids_.data(), targets_.data(), batch, seq, losses_.data());
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(out.data(), losses_.data(), out.size_bytes(), cudaMemcpyDeviceToHost, stream_.get()));
+    stream_.synchronize();
+  }
+
+  void read_params(std::span<float> out) override {
+    PGOLF_CHECK_EQ(static_cast<std::int64_t>(out.size()), kTotal, "parameter buffer of " << describe(C));
+    params_.download(out, stream_.get());
+  }
+  void write_params(std::span<const float> in) override {
+    PGOLF_CHECK_EQ(static_cast<std::int64_t>(in.size()), kTotal, "parameter buffer of " << describe(C));
+    params_.upload(in, stream_.get());
+    refresh_bf16_weights();
+    stream_.synchronize();  // `in` may be freed by the caller once this returns
+  }
+  void read_optimizer_state(OptimizerState& out) override {
+    optimizer_.download(out, stream_.get());
+    stream_.synchronize();
+  }
+  void write_optimizer_state(const OptimizerState& in) override {
+    for (const auto* b : {&in.adam_m, &in.adam_v, &in.muon}) {
+      PGOLF_CHECK_EQ(static_cast<std::int64_t>(b->size()), kTotal, "optimizer state of " << describe(C));
+    }
+    optimizer_.upload(in, stream_.get());
+    stream_.synchronize();
+  }
+
+  void save_snapshot() override {
+    snapshot_params_ = cuda::DeviceBuffer<float>(kTotal, "warm-up snapshot of the weights");
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(snapshot_params_.data(), params_.data(), params_.bytes(), cudaMemcpyDeviceToDevice, stream_.get()));
+    snapshot_optimizer_ = std::make_unique<typename cuda::CudaOptimizer<C>::Snapshot>(optimizer_.snapshot(stream_.get()));
+  }
+  void restore_snapshot() override {
+    PGOLF_CHECK(snapshot_optimizer_ != nullptr, "restore_snapshot() without save_snapshot()");
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(params_.data(), snapshot_params_.data(), params_.bytes(), cudaMemcpyDeviceToDevice, stream_.get()));
+    optimizer_.restore(*snapshot_optimizer_, stream_.get());
+    refresh_bf16_weights();
+    stream_.synchronize();
+    snapshot_params_ = cuda::DeviceBuffer<float>();
+    snapshot_optimizer_.reset();
+  }
+
+  // Device views, for tests and benchmarks.
+  const float* device_params() const { return params_.data(); }
+  const float* device_grads() const { return grads_.data(); }
+  cudaStream_t stream() const { return stream_.get(); }
+  std::size_t activation_bytes() const { return model_.activation_bytes(); }
+
+ private:
+  // Token ids are checked on the host (a bad id would read outside the embedding on the device),
+  // then copied; pageable-memory async copies return once the data is staged.
+  void upload_batch(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets, std::int64_t batch, std::int64_t seq) {
+    const std::int64_t n = batch * seq;
+    PGOLF_CHECK(batch >= 1 && seq >= 1 && seq <= C.max_seq_len,
+                "batch " << batch << " x sequence " << seq << " (sequence must be in [1, " << C.max_seq_len << "] for " << describe(C) << ")");
+    PGOLF_CHECK_EQ(static_cast<std::int64_t>(ids.size()), n, "input ids (batch " << batch << " x seq " << seq << ")");
+    PGOLF_CHECK_EQ(static_cast<std::int64_t>(targets.size()), n, "target ids (batch " << batch << " x seq " << seq << ")");
+    for (std::int64_t i = 0; i < n; ++i) {
+      PGOLF_CHECK(ids[i] >= 0 && ids[i] < C.vocab_size && targets[i] >= 0 && targets[i] < C.vocab_size,
+                  "token id " << ids[i] << " / target " << targets[i] << " at position " << i << " is outside the vocabulary [0, "
+                              << C.vocab_size << ")");
+    }
+    if (static_cast<std::int64_t>(ids_.size()) < n) {
+      stream_.synchronize();  // the old buffers may still be read by queued work
+      ids_ = cuda::DeviceBuffer<std::int32_t>(n, "token ids");
+      targets_ = cuda::DeviceBuffer<std::int32_t>(n, "target ids");
+    }
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(ids_.data(), ids.data(), ids.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(targets_.data(), targets.data(), targets.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
+  }
+
+  void refresh_bf16_weights() { cuda::convert(weights_bf16_.data(), params_.data(), kTotal, stream_.get()); }
+
+  CudaStream stream_;  // first: everything below enqueues on it
+  cuda::GemmEngine gemm_;
+  cuda::DeviceBuffer<float> params_;
+  cuda::DeviceBuffer<cuda::nv_bf16> weights_bf16_;
+  cuda::DeviceBuffer<float> grads_;
+  cuda::DeviceBuffer<double> step_loss_;
+  cuda::DeviceBuffer<std::int32_t> ids_, targets_;
+  cuda::DeviceBuffer<float> losses_;
+  cuda::CudaOptimizer<C> optimizer_;
+  cuda::GptCuda<C> model_;
+  cuda::DeviceBuffer<float> snapshot_params_;
+  std::unique_ptr<typename cuda::CudaOptimizer<C>::Snapshot> snapshot_optimizer_;
+};
+
+// What pgolf_add_model's generated cuda_backend.cu hands to the train and eval mains.
+template <ModelConfig C>
+CudaBackendFactory cuda_backend_factory() {
+  CudaBackendFactory f;
+  f.device_count = [] { return cuda::device_count(); };
+  f.unsupported_reason = [] { return cuda::cuda_unsupported_features(C); };
+  f.make = [](const OptimizerOptions& opt) -> std::unique_ptr<Backend> {
+    if constexpr (cuda::kCudaSupported<C>) {
+      return std::make_unique<CudaBackend<C>>(opt);
+    } else {
+      PGOLF_FAIL("configuration " << describe(C) << " has features without CUDA kernels: " << cuda::cuda_unsupported_features(C));
+    }
+  };
+  return f;
+}
+
+}  // namespace pgolf::run

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, in one command (GPU time is scarce; see docs/benchmarks.md):
+#   build   configure + build the CUDA tests, benchmarks and the baseline binaries (sm_90)
+#   test    the CUDA test suite (ctest -L cuda): kernel parity with the CPU, the model, determinism
+#   sanitize  compute-sanitizer: memcheck over every CUDA test binary, racecheck over attention
+#   bench   every bench_cuda_* binary, JSON results
+# Usage: scripts/gpu-checks.sh [build] [test] [sanitize] [bench]   (default: all four, in that order)
+# Settings: PGOLF_BUILD_DIR (build-gpu), OUT (results folder, default gpu-results),
+#           PGOLF_BENCH_FILTER (a --benchmark_filter regex), PGOLF_JOBS (cores).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+build_dir=${PGOLF_BUILD_DIR:-build-gpu}
+out=${OUT:-gpu-results}
+jobs=${PGOLF_JOBS:-$(nproc)}
+mkdir -p "$out"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(build test sanitize bench)
+status=0
+
+note() { echo "== $*" | tee -a "$out/summary.txt"; }
+has_step() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+
+if has_step build; then
+  note "build ($(date -u +%FT%TZ))"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$out/summary.txt" || true
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/configure.log" 2>&1 ||
+    { note "configure failed (see configure.log)"; exit 1; }
+  cmake --build "$build_dir" -j "$jobs" >"$out/build.log" 2>&1 || { tail -50 "$out/build.log"; note "build failed (see build.log)"; exit 1; }
+fi
+
+if has_step test; then
+  note "CUDA tests"
+  ctest --test-dir "$build_dir" -L cuda --output-on-failure -j 1 >"$out/ctest-cuda.log" 2>&1 || status=1
+  grep -E "tests passed|tests failed|\(Failed\)|\(Skipped\)" "$out/ctest-cuda.log" | tee -a "$out/summary.txt"
+  # The measured parity figures (each model test prints its errors).
+  for t in "$build_dir"/test/cuda/test_cuda_*; do
+    "$t" --gtest_color=no >"$out/$(basename "$t").log" 2>&1 || status=1
+  done
+fi
+
+if has_step sanitize; then
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    for t in "$build_dir"/test/cuda/test_cuda_*; do
+      name=$(basename "$t")
+      # The baseline-sized model test takes minutes under memcheck; the small ones cover the same kernels.
+      compute-sanitizer --tool memcheck --error-exitcode 99 "$t" --gtest_filter='-*Baseline*' >"$out/memcheck-$name.log" 2>&1
+      rc=$?
+      note "memcheck $name: exit $rc"
+      [ $rc -ne 0 ] && status=1
+    done
+    if [ -x "$build_dir/test/cuda/test_cuda_attention" ]; then
+      compute-sanitizer --tool racecheck --error-exitcode 99 "$build_dir/test/cuda/test_cuda_attention" >"$out/racecheck-attention.log" 2>&1
+      rc=$?
+      note "racecheck test_cuda_attention: exit $rc"
+      [ $rc -ne 0 ] && status=1
+    fi
+  else
+    note "compute-sanitizer not found: sanitizer runs skipped"
+  fi
+fi
+
+if has_step bench; then
+  for b in "$build_dir"/bench/bench_cuda_*; do
+    name=$(basename "$b")
+    note "benchmark $name"
+    "$b" --benchmark_out="$out/$name.json" --benchmark_out_format=json ${PGOLF_BENCH_FILTER:+--benchmark_filter="$PGOLF_BENCH_FILTER"} \
+      >"$out/$name.txt" 2>&1 || status=1
+    tail -n +1 "$out/$name.txt" | grep -v "^\*\*\*WARNING" | tail -25
+  done
+fi
+
+note "done: exit $status"
+exit $status
