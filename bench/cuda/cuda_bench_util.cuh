@@ -98,6 +98,17 @@ void time_launches(benchmark::State& state, Launch&& launch, cudaStream_t stream
   }
 }
 
+inline void report_device(benchmark::State& state) { state.SetLabel(cuda::device_description()); }
+
+// A memory-bound kernel: times `launch` and reports GB/s (and the fraction of peak) for `bytes`
+// read and written per call, with the device as the label.
+template <class Launch>
+void time_memory_bound(benchmark::State& state, double bytes, Launch&& launch) {
+  time_launches(state, launch);
+  report_bytes(state, bytes);
+  report_device(state);
+}
+
 // A device buffer of `count` elements holding a constant (values that do not change a memory-bound
 // kernel's speed): 0.5 for float, zero bits otherwise.
 template <class T>
@@ -112,6 +123,5 @@ DeviceBuffer<T> filled(std::int64_t count, const char* what) {
   return b;
 }
 
-inline void report_device(benchmark::State& state) { state.SetLabel(cuda::device_description()); }
 
 }  // namespace pgolf::bench

@@ -18,21 +18,14 @@ namespace {
 
 using pgolf::cuda::DeviceBuffer;
 using pgolf::cuda::nv_bf16;
+using pgolf::bench::filled;
+using pgolf::bench::time_memory_bound;
 
 constexpr int kD = 512;
 constexpr std::int64_t kN = 65536;
 constexpr std::int64_t kElems = kN * kD;
 constexpr std::int64_t kHidden = kN * 1024;  // MLP hidden layer of the baseline (mlp_mult 2)
 
-using pgolf::bench::filled;
-
-// Times `launch` and reports GB/s (and the fraction of peak bandwidth) for `bytes` per call.
-template <class Launch>
-void time_kernel(benchmark::State& state, double bytes, Launch&& launch) {
-  pgolf::bench::time_launches(state, launch);
-  pgolf::bench::report_bytes(state, bytes);
-  pgolf::bench::report_device(state);
-}
 
 // ------------------------------------------------------------------------------ RMSNorm
 // Reads x (4 B), writes y (2 B) per element; rstd 4 B per row.
@@ -41,7 +34,7 @@ void BM_RmsNormForwardBf16(benchmark::State& state) {
   auto x = filled<float>(kElems, "x");
   DeviceBuffer<nv_bf16> y(kElems, "y");
   DeviceBuffer<float> rstd(kN, "rstd");
-  time_kernel(state, 6.0 * kElems + 4.0 * kN,
+  time_memory_bound(state, 6.0 * kElems + 4.0 * kN,
               [&] { pgolf::cuda::rmsnorm_forward<kD, nv_bf16>(y.data(), rstd.data(), x.data(), 0.5f, kN, nullptr); });
 }
 BENCHMARK(BM_RmsNormForwardBf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -53,7 +46,7 @@ void BM_RmsNormBackwardAccumulate(benchmark::State& state) {
   auto dy = filled<float>(kElems, "dy");
   auto dx = filled<float>(kElems, "dx");
   auto rstd = filled<float>(kN, "rstd");
-  time_kernel(state, 16.0 * kElems + 4.0 * kN, [&] {
+  time_memory_bound(state, 16.0 * kElems + 4.0 * kN, [&] {
     pgolf::cuda::rmsnorm_backward<kD>(dx.data(), dy.data(), x.data(), rstd.data(), 0.5f, kN, true, nullptr);
   });
 }
@@ -67,7 +60,7 @@ void BM_ResidMixRmsNormForward(benchmark::State& state) {
   auto mix = filled<float>(2 * kD, "mix");
   DeviceBuffer<float> x_mix(kElems, "x_mix"), rstd(kN, "rstd");
   DeviceBuffer<nv_bf16> h(kElems, "h");
-  time_kernel(state, 14.0 * kElems + 4.0 * kN, [&] {
+  time_memory_bound(state, 14.0 * kElems + 4.0 * kN, [&] {
     pgolf::cuda::resid_mix_rmsnorm_forward<kD>(x_mix.data(), h.data(), rstd.data(), x.data(), x0.data(), mix.data(), 0.5f, kN, nullptr);
   });
 }
@@ -81,7 +74,7 @@ void BM_ScaledAddRmsNormForward(benchmark::State& state) {
   auto scale = filled<float>(kD, "scale");
   DeviceBuffer<float> rstd(kN, "rstd");
   DeviceBuffer<nv_bf16> h(kElems, "h");
-  time_kernel(state, 12.0 * kElems + 4.0 * kN, [&] {
+  time_memory_bound(state, 12.0 * kElems + 4.0 * kN, [&] {
     pgolf::cuda::scaled_add_rmsnorm_forward<kD>(x.data(), h.data(), rstd.data(), x.data(), a.data(), scale.data(), 0.5f, kN, nullptr);
   });
 }
@@ -94,7 +87,7 @@ void BM_ScaledAddForwardBf16(benchmark::State& state) {
   auto x = filled<float>(kElems, "x");
   auto a = filled<nv_bf16>(kElems, "a");
   auto scale = filled<float>(kD, "scale");
-  time_kernel(state, 10.0 * kElems,
+  time_memory_bound(state, 10.0 * kElems,
               [&] { pgolf::cuda::scaled_add_forward<kD>(x.data(), x.data(), a.data(), scale.data(), kN, nullptr); });
 }
 BENCHMARK(BM_ScaledAddForwardBf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -109,7 +102,7 @@ void BM_ScaledAddBackwardBf16(benchmark::State& state) {
   auto dscale = filled<float>(kD, "dscale");
   DeviceBuffer<nv_bf16> da(kElems, "da");
   DeviceBuffer<float> scratch(static_cast<std::size_t>(pgolf::cuda::column_partials_size(kN, kD)), "scratch");
-  time_kernel(state, 8.0 * kElems, [&] {
+  time_memory_bound(state, 8.0 * kElems, [&] {
     pgolf::cuda::scaled_add_backward<kD>(da.data(), dscale.data(), dout.data(), a.data(), scale.data(), kN, false, scratch.data(), nullptr);
   });
 }
@@ -124,7 +117,7 @@ void BM_ScaledAddBackwardF32Accumulate(benchmark::State& state) {
   auto scale = filled<float>(kD, "scale");
   auto dscale = filled<float>(kD, "dscale");
   DeviceBuffer<float> scratch(static_cast<std::size_t>(pgolf::cuda::column_partials_size(kN, kD)), "scratch");
-  time_kernel(state, 16.0 * kElems, [&] {
+  time_memory_bound(state, 16.0 * kElems, [&] {
     pgolf::cuda::scaled_add_backward<kD>(da.data(), dscale.data(), dout.data(), a.data(), scale.data(), kN, true, scratch.data(), nullptr);
   });
 }
@@ -140,7 +133,7 @@ void BM_ResidMixBackward(benchmark::State& state) {
   auto mix = filled<float>(2 * kD, "mix");
   auto dmix = filled<float>(2 * kD, "dmix");
   DeviceBuffer<float> scratch(static_cast<std::size_t>(pgolf::cuda::column_partials_size(kN, 2 * kD)), "scratch");
-  time_kernel(state, 24.0 * kElems, [&] {
+  time_memory_bound(state, 24.0 * kElems, [&] {
     pgolf::cuda::resid_mix_backward<kD>(dout.data(), dx0.data(), dmix.data(), dout.data(), x.data(), x0.data(), mix.data(), kN,
                                         scratch.data(), nullptr);
   });
@@ -155,14 +148,14 @@ void BM_ActivationForward(benchmark::State& state) {
   if (!pgolf::bench::require_gpu(state)) return;
   auto u = filled<nv_bf16>(kHidden, "u");
   DeviceBuffer<nv_bf16> r(kHidden, "r");
-  time_kernel(state, 4.0 * kHidden, [&] { pgolf::cuda::mlp_activation_forward<Act>(r.data(), u.data(), kHidden, 0.5f, nullptr); });
+  time_memory_bound(state, 4.0 * kHidden, [&] { pgolf::cuda::mlp_activation_forward<Act>(r.data(), u.data(), kHidden, 0.5f, nullptr); });
 }
 template <pgolf::Activation Act>
 void BM_ActivationBackward(benchmark::State& state) {
   if (!pgolf::bench::require_gpu(state)) return;
   auto u = filled<nv_bf16>(kHidden, "u");
   auto dr = filled<nv_bf16>(kHidden, "dr");
-  time_kernel(state, 6.0 * kHidden,
+  time_memory_bound(state, 6.0 * kHidden,
               [&] { pgolf::cuda::mlp_activation_backward<Act>(dr.data(), dr.data(), u.data(), kHidden, 0.5f, nullptr); });
 }
 BENCHMARK(BM_ActivationForward<pgolf::Activation::relu2>)->UseManualTime()->Unit(benchmark::kMicrosecond);

@@ -1,6 +1,7 @@
 // End-to-end training throughput of the CUDA backend: whole optimizer steps (the reference's
-// 524,288 tokens per step as 8 accumulated micro-batches of 64 × 1,024 tokens for the baseline),
-// reporting tokens per second and model FLOPs utilisation.
+// 524,288 tokens per step as 8 accumulated micro-batches of 64 × 1,024 tokens for the baseline;
+// the records' 786,432 tokens of sequences of 2,048 for the five seeds), reporting tokens per
+// second and model FLOPs utilisation.
 //
 // Model FLOPs per token (forward): 2 × (the matrix weights a token passes through: every block's
 // c_q, c_k, c_v, proj, fc, mlp.proj and the V × D head) + causal attention 2 × 2 × D × (T + 1)/2
@@ -14,6 +15,11 @@
 #include <vector>
 
 #include "configs/baseline.hpp"
+#include "configs/seed_a.hpp"
+#include "configs/seed_b.hpp"
+#include "configs/seed_c.hpp"
+#include "configs/seed_d.hpp"
+#include "configs/seed_e.hpp"
 #include "configs/small.hpp"
 #include "cuda_bench_util.cuh"
 #include "pgolf/core/philox.hpp"
@@ -78,6 +84,12 @@ void BM_TrainStep(benchmark::State& state) {
 BENCHMARK(BM_TrainStep<configs::kBaseline>)->Args({64, 1024, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
 // One micro-batch per step (where the optimizer's share shows).
 BENCHMARK(BM_TrainStep<configs::kBaseline>)->Args({64, 1024, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
+// The five seeds at the records' batch: 786,432 tokens = 8 × (48 × 2,048).
+BENCHMARK(BM_TrainStep<configs::kSeedA>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_TrainStep<configs::kSeedB>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_TrainStep<configs::kSeedC>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_TrainStep<configs::kSeedD>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_TrainStep<configs::kSeedE>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
 // The README's small model.
 BENCHMARK(BM_TrainStep<configs::kSmall>)->Args({64, 256, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
 

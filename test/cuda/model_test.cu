@@ -17,7 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "../cpu/tiny_seed_configs.hpp"
 #include "configs/baseline.hpp"
+#include "configs/seed_a.hpp"
+#include "configs/seed_b.hpp"
+#include "configs/seed_c.hpp"
+#include "configs/seed_d.hpp"
+#include "configs/seed_e.hpp"
 #include "cuda_test_util.cuh"
 #include "pgolf/model/gpt_cpu.hpp"
 #include "pgolf/run/cpu_backend.hpp"
@@ -66,16 +72,16 @@ constexpr ModelConfig kGpuSwitches = [] {
 }();
 
 // Initial weights of C from `seed`, every value rounded to bf16 so that the GPU's bf16 weight copy
-// holds the same numbers as the CPU's fp32 weights. Zero-initialised projections are given small
-// random values: with the reference's zero init, half of the gradients would be exactly zero and
-// the comparison would test little.
+// holds the same numbers as the CPU's fp32 weights. Zero-initialised tensors (output projections,
+// the head, hash tables, gates) are given small random values: with zeros, many gradients would be
+// exactly zero and the comparison would test little.
 template <ModelConfig C>
 std::vector<float> test_weights(std::uint64_t seed) {
   std::vector<float> p(ParamLayout<C>::total);
   init_params<C>(std::span<float>(p), seed);
   const auto noise = testing::normal_floats(p.size(), seed + 7, 0.02f);
   for (const ParamSpec& s : ParamLayout<C>::specs()) {
-    if (s.zero_init || (s.role == ParamRole::head)) {
+    if (s.zero_init || s.init == ParamInit::zeros || s.role == ParamRole::head) {
       for (std::int64_t i = 0; i < s.numel(); ++i) p[s.offset + i] = noise[s.offset + i];
     }
   }
@@ -139,6 +145,33 @@ TEST_F(GpuModel, SmallConfigurationLossAndGradientsMatchTheCpu) { expect_gradien
 TEST_F(GpuModel, SwitchesConfigurationLossAndGradientsMatchTheCpu) { expect_gradients_match<kGpuSwitches>(2, 64, 3e-2); }
 
 TEST_F(GpuModel, BaselineConfigurationLossAndGradientsMatchTheCpu) { expect_gradients_match<configs::kBaseline>(2, 1024, 3e-2); }
+
+// Every feature switch, at the tiny widths of the CPU feature tests (head dim 4: the simple
+// attention path) — the five seeds' feature sets and the variants no seed uses.
+TEST_F(GpuModel, TinySeedFeatureSetsMatchTheCpu) {
+  expect_gradients_match<kTinyA>(3, 8, 3e-2);
+  expect_gradients_match<kTinyB>(3, 8, 3e-2);
+  expect_gradients_match<kTinyC>(3, 8, 3e-2);
+  expect_gradients_match<kTinyD>(3, 8, 3e-2);
+  expect_gradients_match<kTinyE>(3, 8, 3e-2);
+}
+
+TEST_F(GpuModel, TinyFeatureVariantsMatchTheCpu) {
+  expect_gradients_match<kVariant1>(3, 8, 3e-2);
+  expect_gradients_match<kVariant2>(3, 8, 3e-2);
+  expect_gradients_match<kVariant3>(3, 8, 3e-2);
+  expect_gradients_match<kVariantUntied>(3, 8, 3e-2);
+}
+
+// The five seed configurations at full width (the real kernel shapes: head dim 64 on tensor cores,
+// gate window 12, hash and value-embedding tables of the records), on short sequences.
+TEST_F(GpuModel, SeedConfigurationsMatchTheCpu) {
+  expect_gradients_match<configs::kSeedA>(2, 128, 3e-2);
+  expect_gradients_match<configs::kSeedB>(2, 128, 3e-2);
+  expect_gradients_match<configs::kSeedC>(2, 128, 3e-2);
+  expect_gradients_match<configs::kSeedD>(2, 128, 3e-2);
+  expect_gradients_match<configs::kSeedE>(2, 128, 3e-2);
+}
 
 // Three optimizer steps of two accumulated micro-batches, GPU vs CPU: the losses and the weights
 // stay together (bf16 Newton–Schulz on both sides; the GPU rounds its GEMM outputs once where the
@@ -220,15 +253,12 @@ TEST_F(GpuModel, InitialisationIsTheCpusWithABf16Embedding) {
   }
 }
 
-// Runs everywhere: which configurations the CUDA model takes, and the message for the others.
-TEST(GpuModelConfig, UnsupportedFeaturesAreNamed) {
-  EXPECT_TRUE(cuda::kCudaSupported<configs::kBaseline>);
-  EXPECT_TRUE(cuda::kCudaSupported<kGpuSwitches>);
-  EXPECT_EQ(cuda::cuda_unsupported_features(configs::kBaseline), "");
-  ModelConfig c = configs::kBaseline;
-  c.features.xsa_layers = last_layers(c.num_layers, 4);
-  c.features.smear = SmearGate::pre_norm;
-  EXPECT_EQ(cuda::cuda_unsupported_features(c), "SmearGate, XSA");
+// Runs everywhere: every shipped configuration runs on the GPU.
+TEST(GpuModelConfig, EveryShippedConfigurationIsSupported) {
+  for (const ModelConfig& c : {configs::kBaseline, configs::kSeedA, configs::kSeedB, configs::kSeedC, configs::kSeedD, configs::kSeedE}) {
+    EXPECT_EQ(cuda::cuda_unsupported_features(c), "") << describe(c);
+  }
+  EXPECT_TRUE(cuda::kCudaSupported<configs::kSeedD>);
 }
 
 }  // namespace
