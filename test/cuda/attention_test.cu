@@ -334,6 +334,194 @@ TEST(AttentionLayout, EmulatedWarpTileMatchesMatrixProducts) {
   emulate_warp_tile<128, 64>();
 }
 
+// =============================================================================================
+// Host-only: the tile schedule and the masks of the tensor-core kernels (attn::key_tiles,
+// block_has_visible/hidden, causal_hidden, query_blocks_per_head, dkdv_step,
+// dkdv_block_needs_mask, dkdv_masked), by enumerating every CTA, warp, tile and element the way
+// the kernels do. A pair (query i, key j) "reaches" the result when the kernel leaves it unmasked.
+// Required: every pair j <= i < T reaches it exactly once (per query head for dK/dV), and no other
+// pair does — in particular no key >= T (zero-filled K rows: score 0, so P = 2^(−m) ≠ 0 unless
+// masked) and no query >= T in dK/dV (zero-filled Q rows and lse = 0: P = 1 unless masked). Rows
+// (forward, dQ) or keys (dK/dV) of a warp past T are computed but never stored; they are skipped.
+
+// The functions the kernels use; the broken variants below override one each.
+struct KernelSchedule {
+  static constexpr int key_tiles(int i0, int m, int n, int seq) { return cuda::attn::key_tiles(i0, m, n, seq); }
+  static constexpr bool has_visible(int q0, int nq, int k0) { return cuda::attn::block_has_visible(q0, nq, k0); }
+  static constexpr bool has_hidden(int q0, int k0, int nk) { return cuda::attn::block_has_hidden(q0, k0, nk); }
+  static constexpr bool hidden(int query, int key) { return cuda::attn::causal_hidden(query, key); }
+  static constexpr int per_head(int j0, int m, int seq) { return cuda::attn::query_blocks_per_head(j0, m, seq); }
+  static constexpr cuda::attn::DkvStep step(int kh, int group, int j0, int m, int per_head, int s) {
+    return cuda::attn::dkdv_step(kh, group, j0, m, per_head, s);
+  }
+  static constexpr bool dkdv_needs_mask(int key0, int i0, int m, int seq) { return cuda::attn::dkdv_block_needs_mask(key0, i0, m, seq); }
+  static constexpr bool dkdv_masked(int query, int key, int seq) { return cuda::attn::dkdv_masked(query, key, seq); }
+};
+
+// Forward and dQ: CTAs of M queries (4 warps of 16), key tiles of N.
+template <class S = KernelSchedule>
+::testing::AssertionResult check_query_major_schedule(int M, int N, int seq) {
+  using cuda::attn::kWarpRows;
+  std::vector<int> count(static_cast<std::size_t>(seq) * seq, 0);
+  for (int i0 = 0; i0 < seq; i0 += M) {
+    const int n_tiles = S::key_tiles(i0, M, N, seq);
+    const int last_query = std::min(i0 + M, seq) - 1;
+    if (n_tiles < 1 || (n_tiles - 1) * N > last_query) {  // tiles wholly after the CTA's queries are never loaded
+      return ::testing::AssertionFailure() << "T=" << seq << " query block " << i0 << ": " << n_tiles << " key tiles for queries up to "
+                                           << last_query;
+    }
+    for (int warp = 0; warp < M / kWarpRows; ++warp) {
+      const int row0 = i0 + kWarpRows * warp;
+      if (row0 >= seq) continue;  // warp_active
+      for (int t = 0; t < n_tiles; ++t) {
+        const int j0 = t * N;
+        if (!S::has_visible(row0, kWarpRows, j0)) continue;
+        const bool crosses = S::has_hidden(row0, j0, N);
+        for (int r = 0; r < kWarpRows; ++r) {
+          const int q = row0 + r;
+          if (q >= seq) continue;
+          for (int c = 0; c < N; ++c) {
+            const int key = j0 + c;
+            const bool masked = crosses && S::hidden(q, key);
+            if (!masked && key > q) return ::testing::AssertionFailure() << "T=" << seq << " query " << q << " sees key " << key;
+            if (!masked) ++count[static_cast<std::size_t>(q) * seq + key];
+          }
+        }
+      }
+    }
+  }
+  for (int q = 0; q < seq; ++q) {
+    for (int key = 0; key <= q; ++key) {
+      const int n = count[static_cast<std::size_t>(q) * seq + key];
+      if (n != 1) return ::testing::AssertionFailure() << "T=" << seq << " query " << q << " key " << key << " used " << n << " times";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// dK/dV: CTAs of N keys (4 warps of 16) of KV head kh, query blocks of M, `group` query heads per
+// KV head.
+template <class S = KernelSchedule>
+::testing::AssertionResult check_key_major_schedule(int N, int M, int group, int kh, int seq) {
+  using cuda::attn::kWarpRows;
+  std::vector<int> count(static_cast<std::size_t>(group) * seq * seq, 0);  // [head − kh·group][key][query]
+  for (int j0 = 0; j0 < seq; j0 += N) {
+    const int per_head = S::per_head(j0, M, seq), steps = group * per_head;
+    for (int s = 0; s < steps; ++s) {
+      const cuda::attn::DkvStep sp = S::step(kh, group, j0, M, per_head, s);
+      if (sp.head / group != kh || sp.i0 < 0 || sp.i0 >= seq || sp.i0 % M != 0) {
+        return ::testing::AssertionFailure() << "T=" << seq << " key block " << j0 << " step " << s << ": head " << sp.head << ", queries from "
+                                             << sp.i0;
+      }
+    }
+    for (int warp = 0; warp < N / kWarpRows; ++warp) {
+      const int key0 = j0 + kWarpRows * warp;
+      if (key0 >= seq) continue;  // warp_active
+      for (int s = 0; s < steps; ++s) {
+        const cuda::attn::DkvStep sp = S::step(kh, group, j0, M, per_head, s);
+        if (!S::has_visible(sp.i0, M, key0)) continue;
+        const bool mask = S::dkdv_needs_mask(key0, sp.i0, M, seq);
+        for (int r = 0; r < kWarpRows; ++r) {
+          const int key = key0 + r;
+          if (key >= seq) continue;
+          for (int c = 0; c < M; ++c) {
+            const int q = sp.i0 + c;
+            const bool masked = mask && S::dkdv_masked(q, key, seq);
+            if (!masked && (q < key || q >= seq)) {
+              return ::testing::AssertionFailure() << "T=" << seq << " head " << sp.head << " key " << key << " reaches query " << q;
+            }
+            if (!masked) ++count[(static_cast<std::size_t>(sp.head - kh * group) * seq + key) * seq + q];
+          }
+        }
+      }
+    }
+  }
+  for (int hh = 0; hh < group; ++hh) {
+    for (int key = 0; key < seq; ++key) {
+      for (int q = key; q < seq; ++q) {
+        const int n = count[(static_cast<std::size_t>(hh) * seq + key) * seq + q];
+        if (n != 1) {
+          return ::testing::AssertionFailure() << "T=" << seq << " head " << kh * group + hh << " key " << key << " query " << q << " used " << n
+                                               << " times";
+        }
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::vector<int> schedule_lengths() {
+  std::vector<int> seqs;
+  for (int t = 1; t <= 140; ++t) seqs.push_back(t);
+  for (int t : {191, 192, 193, 255, 256, 257, 300, 511, 512, 513}) seqs.push_back(t);
+  return seqs;
+}
+
+template <int D>
+void check_schedules() {
+  using Tl = cuda::attn::Tiles<D>;
+  SCOPED_TRACE("D = " + std::to_string(D));
+  for (int seq : schedule_lengths()) {
+    ASSERT_TRUE(check_query_major_schedule(Tl::kFwdM, Tl::kFwdN, seq)) << "forward";
+    ASSERT_TRUE(check_query_major_schedule(Tl::kDqM, Tl::kDqN, seq)) << "dQ";
+    ASSERT_TRUE(check_key_major_schedule(Tl::kDkvN, Tl::kDkvM, 1, 0, seq)) << "dK/dV";
+    ASSERT_TRUE(check_key_major_schedule(Tl::kDkvN, Tl::kDkvM, 3, 2, seq)) << "dK/dV, group of 3";
+  }
+}
+
+TEST(AttentionSchedule, EveryVisiblePairOnceAndNothingElse) {
+  check_schedules<32>();
+  check_schedules<64>();
+  check_schedules<128>();
+  // Other tile shapes (key tiles wider or narrower than the query blocks) keep the invariants.
+  for (int seq : {1, 15, 16, 17, 100, 200, 257}) {
+    EXPECT_TRUE(check_query_major_schedule(64, 128, seq));
+    EXPECT_TRUE(check_query_major_schedule(64, 16, seq));
+    EXPECT_TRUE(check_key_major_schedule(64, 128, 2, 1, seq));
+  }
+}
+
+// The checks are not vacuous: each plausible mistake below is caught.
+struct MasksTheDiagonal : KernelSchedule {  // key >= query hidden
+  static constexpr bool hidden(int query, int key) { return key >= query; }
+};
+struct MasksOnlyBelowTheTileEnd : KernelSchedule {  // "crosses the diagonal" tested on the first key only
+  static constexpr bool has_hidden(int q0, int k0, int) { return k0 > q0; }
+};
+struct OneKeyTileShort : KernelSchedule {
+  static constexpr int key_tiles(int i0, int m, int n, int seq) { return (std::min(i0 + m, seq) - 1) / n; }
+};
+struct SkipsTheDiagonalTile : KernelSchedule {  // visible only if the first key is before the first query
+  static constexpr bool has_visible(int q0, int, int k0) { return k0 < q0; }
+};
+struct SkipsPartlyVisibleBlocks : KernelSchedule {  // visible only if the first key is at most the first query
+  static constexpr bool has_visible(int q0, int, int k0) { return k0 <= q0; }
+};
+struct DkdvMasksTheDiagonal : KernelSchedule {
+  static constexpr bool dkdv_masked(int query, int key, int seq) { return key >= query || query >= seq; }
+};
+struct NoMaskPastTheEnd : KernelSchedule {  // dK/dV: the diagonal only, queries >= T pass
+  static constexpr bool dkdv_needs_mask(int key0, int i0, int, int) { return cuda::attn::block_has_hidden(i0, key0, cuda::attn::kWarpRows); }
+};
+struct StartsOneQueryBlockLate : KernelSchedule {
+  static constexpr int per_head(int j0, int m, int seq) { return std::max(1, cuda::attn::query_blocks_per_head(j0, m, seq) - 1); }
+  static constexpr cuda::attn::DkvStep step(int kh, int group, int j0, int m, int per_head, int s) {
+    const int first = std::min(j0 / m + 1, (j0 / m + per_head) - 1);
+    return {kh * group + s / per_head, (first + s % per_head) * m};
+  }
+};
+
+TEST(AttentionSchedule, ChecksCatchBrokenSchedules) {
+  EXPECT_FALSE(check_query_major_schedule<MasksTheDiagonal>(64, 64, 100));
+  EXPECT_FALSE(check_query_major_schedule<MasksOnlyBelowTheTileEnd>(64, 64, 100));
+  EXPECT_FALSE(check_query_major_schedule<OneKeyTileShort>(64, 64, 100));
+  EXPECT_FALSE(check_query_major_schedule<SkipsTheDiagonalTile>(64, 64, 100));
+  EXPECT_FALSE(check_key_major_schedule<DkdvMasksTheDiagonal>(64, 64, 1, 0, 100));
+  EXPECT_FALSE(check_key_major_schedule<SkipsPartlyVisibleBlocks>(64, 64, 1, 0, 100));
+  EXPECT_FALSE(check_key_major_schedule<NoMaskPastTheEnd>(64, 64, 1, 0, 100));
+  EXPECT_FALSE(check_key_major_schedule<StartsOneQueryBlockLate>(64, 64, 1, 0, 200));
+}
+
 TEST(AttentionLayout, TileConfiguration) {
   using cuda::attn::Tiles;
   EXPECT_EQ(Tiles<64>::kFwdSmem, 40 * 1024);  // Q + 2 × (K, V), 64 × 64 bf16 each

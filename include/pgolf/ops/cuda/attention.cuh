@@ -128,6 +128,42 @@ struct Tiles {
   static_assert(kFwdSmem <= kMaxSmemBytes && kDqSmem <= kMaxSmemBytes && kDkvSmem <= kMaxSmemBytes, "tiles exceed shared memory");
 };
 
+// ------------------------------------------------------------------------------ tile schedule (host and device)
+// Which (query, key) blocks the tensor-core kernels visit and where they mask, as functions shared
+// by the kernels and the host tests (test/cuda/attention_test.cu enumerates every CTA, warp and
+// tile with them and checks that each visible pair key <= query < seq is used exactly once and
+// every other pair that reaches the softmax is masked: keys past the end read zero-filled rows,
+// whose score 0 would otherwise count).
+//
+// A block of queries [q0, q0 + nq) × keys [k0, k0 + nk):
+// some key is visible to some query (else the block is skipped) ...
+PGOLF_HD constexpr bool block_has_visible(int q0, int nq, int k0) { return k0 <= q0 + nq - 1; }
+// ... and some key is after some query (the block needs the causal mask).
+PGOLF_HD constexpr bool block_has_hidden(int q0, int k0, int nk) { return k0 + nk - 1 > q0; }
+// The causal rule: key j is hidden from query i iff j > i.
+PGOLF_HD constexpr bool causal_hidden(int query, int key) { return key > query; }
+
+// Query-major kernels (forward, dQ): the CTA of queries [i0, i0 + m) walks key tiles t·n, t <
+// key_tiles(...): every key <= the CTA's last real query.
+PGOLF_HD constexpr int key_tiles(int i0, int m, int n, int seq) { return ceil_div(i0 + m < seq ? i0 + m : seq, n); }
+
+// Key-major kernel (dK/dV): the CTA of keys [j0, j0 + n) walks, for each query head of its group,
+// the query blocks of m from the one holding key j0 to the end. Step s of kGroup·per_head:
+PGOLF_HD constexpr int first_query_block(int j0, int m) { return j0 / m; }
+PGOLF_HD constexpr int query_blocks_per_head(int j0, int m, int seq) { return ceil_div(seq, m) - first_query_block(j0, m); }
+struct DkvStep {
+  int head, i0;  // query head, first query of the block
+};
+PGOLF_HD constexpr DkvStep dkdv_step(int kh, int group, int j0, int m, int per_head, int step) {
+  return {kh * group + step / per_head, (first_query_block(j0, m) + step % per_head) * m};
+}
+// A warp's keys [key0, key0 + 16) × queries [i0, i0 + m) need masking when some key is after some
+// query or some query is past the end (zero-filled Q rows, lse and delta 0: P would be 2^0 = 1).
+PGOLF_HD constexpr bool dkdv_block_needs_mask(int key0, int i0, int m, int seq) {
+  return block_has_hidden(i0, key0, kWarpRows) || i0 + m > seq;
+}
+PGOLF_HD constexpr bool dkdv_masked(int query, int key, int seq) { return causal_hidden(query, key) || query >= seq; }
+
 // ------------------------------------------------------------------------------ host-side checks
 struct Operand {
   const char* name;
@@ -334,7 +370,7 @@ __global__ void __launch_bounds__(attn::kThreads)
   const nv_bf16* qg = q + b * seq * ldq + h * D;  // token t of this (batch, head) at qg + t·ldq
   const nv_bf16* kg = k + b * seq * ldk + kh * D;
   const nv_bf16* vg = v + b * seq * ldv + kh * D;
-  const int n_tiles = ceil_div(min(i0 + M, seq), N);  // key tiles holding keys <= the block's last real row
+  const int n_tiles = attn::key_tiles(i0, M, N, seq);  // key tiles holding keys <= the block's last real row
 
   attn::load_tile<M, D>(sQ, qg, ldq, i0, seq);
   mma::cp_async_commit();
@@ -363,18 +399,18 @@ __global__ void __launch_bounds__(attn::kThreads)
     }
     __syncthreads();  // tile t is visible to every warp
     const int j0 = t * N;
-    if (warp_active && j0 <= row0 + attn::kWarpRows - 1) {  // else every key of the tile is after every row of the warp
+    if (warp_active && attn::block_has_visible(row0, attn::kWarpRows, j0)) {  // else every key of the tile is after every row of the warp
       const nv_bf16* sKt = sK + (t & 1) * N * D;
       const nv_bf16* sVt = sV + (t & 1) * N * D;
       float s[N / 8][4] = {};  // (16, N) raw scores q·k
       attn::mma_abt<D, N>(s, qf, sKt, lane);
-      if (j0 + N - 1 > row0) {  // the tile crosses the warp's diagonal: key j > query i is masked
+      if (attn::block_has_hidden(row0, j0, N)) {  // the tile crosses the warp's diagonal: key j > query i is masked
 #pragma unroll
         for (int nt = 0; nt < N / 8; ++nt) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const mma::RowCol rc = mma::frag_c(lane, e);
-            if (j0 + nt * 8 + rc.col > row0 + rc.row) s[nt][e] = -INFINITY;
+            if (attn::causal_hidden(row0 + rc.row, j0 + nt * 8 + rc.col)) s[nt][e] = -INFINITY;
           }
         }
       }
@@ -491,7 +527,7 @@ __global__ void __launch_bounds__(attn::kThreads)
 
   const nv_bf16* kg = k + b * seq * ldk + kh * D;
   const nv_bf16* vg = v + b * seq * ldv + kh * D;
-  const int n_tiles = ceil_div(min(i0 + M, seq), N);
+  const int n_tiles = attn::key_tiles(i0, M, N, seq);
 
   attn::load_tile<M, D>(sQ, q + b * seq * ldq + h * D, ldq, i0, seq);
   attn::load_tile<M, D>(sdY, dy + b * seq * lddy + h * D, lddy, i0, seq);
@@ -531,20 +567,20 @@ __global__ void __launch_bounds__(attn::kThreads)
     }
     __syncthreads();
     const int j0 = t * N;
-    if (warp_active && j0 <= row0 + attn::kWarpRows - 1) {
+    if (warp_active && attn::block_has_visible(row0, attn::kWarpRows, j0)) {
       const nv_bf16* sKt = sK + (t & 1) * N * D;
       const nv_bf16* sVt = sV + (t & 1) * N * D;
       float s[N / 8][4] = {}, dp[N / 8][4] = {};  // (16, N) scores and dP = dY·Vᵀ
       attn::mma_abt<D, N>(s, qf, sKt, lane);
       attn::mma_abt<D, N>(dp, dyf, sVt, lane);
-      const bool diag = j0 + N - 1 > row0;
+      const bool diag = attn::block_has_hidden(row0, j0, N);
 #pragma unroll
       for (int nt = 0; nt < N / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const mma::RowCol rc = mma::frag_c(lane, e);
           float p = mma::ex2(fmaf(s[nt][e], scale_log2, -lse2[e / 2]));
-          if (diag && j0 + nt * 8 + rc.col > row0 + rc.row) p = 0.0f;
+          if (diag && attn::causal_hidden(row0 + rc.row, j0 + nt * 8 + rc.col)) p = 0.0f;
           s[nt][e] = p * (dp[nt][e] - dlt[e / 2]) * scale;  // dS, including the score scale
         }
       }
@@ -584,9 +620,10 @@ __global__ void __launch_bounds__(attn::kThreads)
   const bool warp_active = key0 < seq;
 
   // Steps: for each query head of the group, the query blocks from the one holding key j0 to the end.
-  const int qb0 = j0 / M, per_head = ceil_div(seq, M) - qb0, steps = kGroup * per_head;
+  const int per_head = attn::query_blocks_per_head(j0, M, seq), steps = kGroup * per_head;
   auto issue = [&](int step, int st) {  // start the copies of one step's Q, dY, lse, delta into stage st
-    const int h = kh * kGroup + step / per_head, i0 = (qb0 + step % per_head) * M;
+    const attn::DkvStep sp = attn::dkdv_step(kh, kGroup, j0, M, per_head, step);
+    const int h = sp.head, i0 = sp.i0;
     attn::load_tile<M, D>(sQ + st * M * D, q + b * seq * ldq + h * D, ldq, i0, seq);
     attn::load_tile<M, D>(sdY + st * M * D, dy + b * seq * lddy + h * D, lddy, i0, seq);
     const std::int64_t base = (b * Heads + h) * seq;
@@ -623,8 +660,8 @@ __global__ void __launch_bounds__(attn::kThreads)
       mma::cp_async_wait<0>();
     }
     __syncthreads();
-    const int st = step & 1, i0 = (qb0 + step % per_head) * M;
-    if (warp_active && key0 <= i0 + M - 1) {  // else every query of the block precedes every key of the warp
+    const int st = step & 1, i0 = attn::dkdv_step(kh, kGroup, j0, M, per_head, step).i0;
+    if (warp_active && attn::block_has_visible(i0, M, key0)) {  // else every query of the block precedes every key of the warp
       const nv_bf16* sQt = sQ + st * M * D;
       const nv_bf16* sdYt = sdY + st * M * D;
       const float* lse_t = sLse + st * M;
@@ -635,7 +672,7 @@ __global__ void __launch_bounds__(attn::kThreads)
       if constexpr (!kHold) attn::load_a_frags<D>(vf, sV, attn::kWarpRows * warp, lane);
       float dp[M / 8][4] = {};  // dPᵀ = V·dYᵀ
       attn::mma_abt<D, M>(dp, vf, sdYt, lane);
-      const bool mask = key0 + attn::kWarpRows - 1 > i0 || i0 + M > seq;  // crosses the diagonal or the end
+      const bool mask = attn::dkdv_block_needs_mask(key0, i0, M, seq);  // crosses the diagonal or the end
 #pragma unroll
       for (int nt = 0; nt < M / 8; ++nt) {
 #pragma unroll
@@ -644,8 +681,7 @@ __global__ void __launch_bounds__(attn::kThreads)
           const int col = nt * 8 + rc.col;
           float p = mma::ex2(fmaf(s[nt][e], scale_log2, -lse_t[col] * attn::kLog2e));
           if (mask) {
-            const int query = i0 + col, key = key0 + rc.row;
-            if (query < key || query >= seq) p = 0.0f;
+            if (attn::dkdv_masked(i0 + col, key0 + rc.row, seq)) p = 0.0f;
           }
           s[nt][e] = p;                                      // Pᵀ
           dp[nt][e] = p * (dp[nt][e] - delta_t[col]) * scale;  // dSᵀ
