@@ -24,7 +24,9 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "pgolf/core/config.hpp"
 #include "pgolf/core/cuda_runtime.cuh"
@@ -52,20 +54,150 @@ inline std::string cuda_unsupported_features(const ModelConfig&) { return ""; }
 template <ModelConfig C>
 inline constexpr bool kCudaSupported = true;
 
+// The GPU model's parameter layout: ParamLayout<C>'s tensors in the same (state_dict) order, each
+// starting on a kAlign-element boundary (512 bytes of fp32, 256 of bf16), except c_k and c_v, which
+// follow c_q and c_k directly (the fused q|k|v GEMM reads the three as one (Q, D) matrix).
+//
+// Why the model does not read the flat ParamLayout<C> buffer: that layout is packed, so one odd-sized
+// tensor (BigramHash's scalar scale, smear_lambda, vr_lambda's 2 values, ve_layer_scales, vrl_alphas,
+// gate biases, gate windows of 3, ...) shifts every later tensor off the 16-byte boundary. The
+// row-wise kernels read the per-channel vectors (resid_mix, attn_scale, mlp_scale, skip weights and
+// gates, smear gate, hash gate) as kVec-wide vectors and refuse a misaligned pointer on the host, and
+// cuBLASLt would run every GEMM on 2-byte-aligned bf16 weights (no TMA / 16-byte loads). The backend
+// keeps the flat layout for the optimizer, checkpoints and export, and copies between the two with
+// DeviceParamMap below (flat → padded fp32 + bf16 after every parameter change; padded gradients →
+// flat after every micro-batch).
+template <ModelConfig C>
+struct DeviceParamLayout {
+  using Flat = ParamLayout<C>;
+  using D = Dims<C>;
+  using Table = typename Flat::Table;
+  static constexpr std::int64_t kAbsent = Flat::kAbsent;
+  static constexpr std::int64_t kAlign = 128;  // elements
+
+  static constexpr std::int64_t round_up(std::int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+  static constexpr bool follows_previous(const ParamSpec& s) {
+    return s.in_block && (s.block == BlockParam::c_k || s.block == BlockParam::c_v);
+  }
+
+  static constexpr Table build() {
+    Table t;
+    for (auto& g : t.global) g = kAbsent;
+    for (auto& row : t.block) {
+      for (auto& b : row) b = kAbsent;
+    }
+    for_each_param(C, [&](const ParamSpec& s) {
+      if (!follows_previous(s)) t.total = round_up(t.total);
+      if (s.in_block) {
+        t.block[s.layer][static_cast<int>(s.block)] = t.total;
+      } else {
+        t.global[static_cast<int>(s.global)] = t.total;
+      }
+      t.total += s.numel();
+    });
+    t.total = round_up(t.total);
+    return t;
+  }
+  static constexpr Table table = build();
+
+  static constexpr std::int64_t total = table.total;
+  static constexpr std::int64_t offset(GlobalParam g) { return table.global[static_cast<int>(g)]; }
+  static constexpr std::int64_t offset(int layer, BlockParam b) { return table.block[layer][static_cast<int>(b)]; }
+  static constexpr std::int64_t tok_emb = offset(GlobalParam::tok_emb);
+  static constexpr std::int64_t skip_weights = offset(GlobalParam::skip_weights);
+  static constexpr std::int64_t head_offset() { return D::tied ? offset(GlobalParam::tok_emb) : offset(GlobalParam::lm_head); }
+  // Where a tensor of the flat layout lives in this one.
+  static constexpr std::int64_t offset_of(const ParamSpec& s) { return s.in_block ? offset(s.layer, s.block) : offset(s.global); }
+};
+
 namespace model_kernels {
 // acc[0] += scale · sum[0]: the micro-batch's mean loss (scaled) into the step's loss, on the device.
 template <int = 0>  // a template, so that every translation unit may instantiate it (no ODR clash)
 __global__ void accumulate_scaled(double* acc, const double* sum, double scale) {
   acc[0] += scale * sum[0];
 }
+
+// A run of one tensor, at most kLayoutChunk elements, at `flat` in the flat layout and `dev` in the
+// device layout: one block each.
+struct LayoutChunk {
+  std::int64_t flat = 0, dev = 0;
+  std::int32_t count = 0;
+};
+inline constexpr int kLayoutThreads = 256;
+inline constexpr std::int32_t kLayoutChunk = kLayoutThreads * 16;
+
+// p_dev[dev + i] = flat[flat + i], w_dev[dev + i] = bf16(flat[flat + i]) (round to nearest even).
+template <int = 0>
+__global__ void __launch_bounds__(kLayoutThreads)
+    flat_to_device(float* p_dev, nv_bf16* w_dev, const float* flat, const LayoutChunk* chunks) {
+  const LayoutChunk c = chunks[blockIdx.x];
+  for (std::int32_t i = threadIdx.x; i < c.count; i += kLayoutThreads) {
+    const float v = flat[c.flat + i];
+    p_dev[c.dev + i] = v;
+    w_dev[c.dev + i] = __float2bfloat16_rn(v);
+  }
+}
+
+// flat[flat + i] = g_dev[dev + i].
+template <int = 0>
+__global__ void __launch_bounds__(kLayoutThreads) device_to_flat(float* flat, const float* g_dev, const LayoutChunk* chunks) {
+  const LayoutChunk c = chunks[blockIdx.x];
+  for (std::int32_t i = threadIdx.x; i < c.count; i += kLayoutThreads) flat[c.flat + i] = g_dev[c.dev + i];
+}
 }  // namespace model_kernels
+
+// Copies between the flat ParamLayout<C> buffers and the model's DeviceParamLayout<C> buffers
+// (stream-ordered, no host synchronisation). The padding of the device buffers is never written here
+// and never read by the model.
+template <ModelConfig C>
+class DeviceParamMap {
+ public:
+  using Flat = ParamLayout<C>;
+  using Dev = DeviceParamLayout<C>;
+
+  DeviceParamMap() {
+    std::vector<model_kernels::LayoutChunk> chunks;
+    for (const ParamSpec& s : Flat::specs()) {
+      const std::int64_t dev = Dev::offset_of(s);
+      PGOLF_CHECK(dev != Dev::kAbsent, "device layout: no place for " << s.name());
+      for (std::int64_t b = 0; b < s.numel(); b += model_kernels::kLayoutChunk) {
+        model_kernels::LayoutChunk c;
+        c.flat = s.offset + b;
+        c.dev = dev + b;
+        c.count = static_cast<std::int32_t>(std::min<std::int64_t>(model_kernels::kLayoutChunk, s.numel() - b));
+        chunks.push_back(c);
+      }
+    }
+    count_ = static_cast<unsigned>(chunks.size());
+    if (!chunks.empty()) {
+      chunks_ = ::pgolf::cuda::to_device(std::span<const model_kernels::LayoutChunk>(chunks), "parameter layout map");
+    }
+  }
+
+  // p_dev (Dev::total fp32) and w_dev (Dev::total bf16) from flat (Flat::total fp32).
+  void to_device(float* p_dev, nv_bf16* w_dev, const float* flat, cudaStream_t stream) const {
+    if (count_ == 0) return;
+    model_kernels::flat_to_device<><<<count_, model_kernels::kLayoutThreads, 0, stream>>>(p_dev, w_dev, flat, chunks_.data());
+    PGOLF_CUDA_LAUNCH_CHECK();
+  }
+  // flat (Flat::total fp32) = g_dev (Dev::total fp32), tensor by tensor.
+  void to_flat(float* flat, const float* g_dev, cudaStream_t stream) const {
+    if (count_ == 0) return;
+    model_kernels::device_to_flat<><<<count_, model_kernels::kLayoutThreads, 0, stream>>>(flat, g_dev, chunks_.data());
+    PGOLF_CUDA_LAUNCH_CHECK();
+  }
+
+ private:
+  unsigned count_ = 0;
+  DeviceBuffer<model_kernels::LayoutChunk> chunks_;
+};
 
 template <ModelConfig C>
 class GptCuda {
  public:
   static_assert(kCudaSupported<C>, "this configuration uses features without CUDA kernels (see cuda_unsupported_features)");
   using Dm = Dims<C>;
-  using Layout = ParamLayout<C>;
+  using Layout = DeviceParamLayout<C>;  // P, W and G are in this layout (not the flat ParamLayout<C>)
   using BP = BlockParam;
   using GP = GlobalParam;
   static constexpr Features Ft = C.features;
@@ -105,7 +237,9 @@ class GptCuda {
 
   // Mean loss of the batch, scaled by loss_scale, is added to *step_loss (device); gradients of
   // loss_scale · mean loss are added to grads. ids/targets: device (N) int32, already validated.
-  // P: fp32 master weights, W: their bf16 copy, G: fp32 gradients (all device, Layout::total).
+  // P: fp32 master weights, W: their bf16 copy, G: fp32 gradients, all device buffers of
+  // DeviceParamLayout<C>::total elements in that layout (DeviceParamMap copies to and from the flat
+  // ParamLayout<C> buffers).
   void forward_backward(const float* P, const nv_bf16* W, float* G, const std::int32_t* ids, const std::int32_t* targets, std::int64_t batch,
                         std::int64_t seq, float loss_scale, double* step_loss) {
     const std::int64_t n = batch * seq;
@@ -512,7 +646,11 @@ class GptCuda {
   void reserve(std::int64_t n) {
     PGOLF_CHECK(n >= 1, "empty batch");
     if (n <= capacity_) return;
+    // Work queued on the stream may still use the old arena and plans (cudaFree synchronises the
+    // device too; this makes the ordering explicit and surfaces an earlier asynchronous error here).
+    if (capacity_ > 0) PGOLF_CUDA_CHECK(cudaStreamSynchronize(stream_));
     arena_.release();
+    capacity_ = 0;  // until the new arena and plans exist (an allocation failure leaves no stale pointers in use)
     embed_plan_.reset();
     hash_plan_.reset();
     auto carve = [&] {

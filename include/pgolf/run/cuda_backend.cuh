@@ -48,21 +48,33 @@ class CudaStream {
   cudaStream_t stream_ = nullptr;
 };
 
+// Parameters and gradients exist twice: in the flat ParamLayout<C> (params_, grads_: what the
+// optimizer, checkpoints and export use) and in the model's padded DeviceParamLayout<C> (model_params_,
+// weights_bf16_, model_grads_: every tensor aligned for the vector kernels and cuBLASLt; see
+// gpt_cuda.cuh). refresh_model_weights() copies params_ into the model's fp32 and bf16 buffers after
+// every parameter change; forward_backward() copies the model's accumulated gradients into grads_.
 template <ModelConfig C>
 class CudaBackend final : public Backend {
  public:
   using Layout = ParamLayout<C>;
+  using DevLayout = cuda::DeviceParamLayout<C>;
   static constexpr std::int64_t kTotal = Layout::total;
+  static constexpr std::int64_t kDevTotal = DevLayout::total;
 
   explicit CudaBackend(const OptimizerOptions& opt)
       : params_(kTotal, "fp32 master weights"),
-        weights_bf16_(kTotal, "bf16 weights"),
         grads_(kTotal, "fp32 gradients"),
+        model_params_(kDevTotal, "fp32 master weights (model layout)"),
+        weights_bf16_(kDevTotal, "bf16 weights (model layout)"),
+        model_grads_(kDevTotal, "fp32 gradients (model layout)"),
         step_loss_(1, "step loss"),
         optimizer_(opt, gemm_),
         model_(gemm_, stream_.get()) {
     params_.zero(stream_.get());
     grads_.zero(stream_.get());
+    model_params_.zero(stream_.get());
+    weights_bf16_.zero(stream_.get());
+    model_grads_.zero(stream_.get());
     step_loss_.zero(stream_.get());
   }
 
@@ -83,14 +95,17 @@ class CudaBackend final : public Backend {
 
   void zero_grads() override {
     grads_.zero(stream_.get());
+    model_grads_.zero(stream_.get());
     step_loss_.zero(stream_.get());
   }
 
   void forward_backward(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets, std::int64_t batch, std::int64_t seq,
                         float loss_scale) override {
     upload_batch(ids, targets, batch, seq);
-    model_.forward_backward(params_.data(), weights_bf16_.data(), grads_.data(), ids_.data(), targets_.data(), batch, seq, loss_scale,
-                            step_loss_.data());
+    model_.forward_backward(model_params_.data(), weights_bf16_.data(), model_grads_.data(), ids_.data(), targets_.data(), batch, seq,
+                            loss_scale, step_loss_.data());
+    // model_grads_ holds the sum over the micro-batches since zero_grads(): grads_ becomes that sum.
+    map_.to_flat(grads_.data(), model_grads_.data(), stream_.get());
   }
 
   double step_loss() override {
@@ -102,7 +117,7 @@ class CudaBackend final : public Backend {
 
   void optimizer_step(double lr_mul, double muon_momentum) override {
     optimizer_.step(params_.data(), grads_.data(), lr_mul, muon_momentum, stream_.get());
-    refresh_bf16_weights();
+    refresh_model_weights();
   }
 
   void token_losses(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets, std::int64_t batch, std::int64_t seq,
@@ -110,7 +125,7 @@ class CudaBackend final : public Backend {
     PGOLF_CHECK_EQ(static_cast<std::int64_t>(out.size()), batch * seq, "per-token loss buffer");
     upload_batch(ids, targets, batch, seq);
     if (static_cast<std::int64_t>(losses_.size()) < batch * seq) losses_ = cuda::DeviceBuffer<float>(batch * seq, "per-token losses");
-    model_.token_losses(params_.data(), weights_bf16_.data(), ids_.data(), targets_.data(), batch, seq, losses_.data());
+    model_.token_losses(model_params_.data(), weights_bf16_.data(), ids_.data(), targets_.data(), batch, seq, losses_.data());
     PGOLF_CUDA_CHECK(cudaMemcpyAsync(out.data(), losses_.data(), out.size_bytes(), cudaMemcpyDeviceToHost, stream_.get()));
     stream_.synchronize();
   }
@@ -122,7 +137,7 @@ class CudaBackend final : public Backend {
   void write_params(std::span<const float> in) override {
     PGOLF_CHECK_EQ(static_cast<std::int64_t>(in.size()), kTotal, "parameter buffer of " << describe(C));
     params_.upload(in, stream_.get());
-    refresh_bf16_weights();
+    refresh_model_weights();
     stream_.synchronize();  // `in` may be freed by the caller once this returns
   }
   void read_optimizer_state(OptimizerState& out) override {
@@ -146,7 +161,7 @@ class CudaBackend final : public Backend {
     PGOLF_CHECK(snapshot_optimizer_ != nullptr, "restore_snapshot() without save_snapshot()");
     PGOLF_CUDA_CHECK(cudaMemcpyAsync(params_.data(), snapshot_params_.data(), params_.bytes(), cudaMemcpyDeviceToDevice, stream_.get()));
     optimizer_.restore(*snapshot_optimizer_, stream_.get());
-    refresh_bf16_weights();
+    refresh_model_weights();
     stream_.synchronize();
     snapshot_params_ = cuda::DeviceBuffer<float>();
     snapshot_optimizer_.reset();
@@ -181,13 +196,18 @@ class CudaBackend final : public Backend {
     PGOLF_CUDA_CHECK(cudaMemcpyAsync(targets_.data(), targets.data(), targets.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
   }
 
-  void refresh_bf16_weights() { cuda::convert(weights_bf16_.data(), params_.data(), kTotal, stream_.get()); }
+  // The model's fp32 and bf16 weights from params_ (after init, write_params, an optimizer step,
+  // restore_snapshot: every change of params_).
+  void refresh_model_weights() { map_.to_device(model_params_.data(), weights_bf16_.data(), params_.data(), stream_.get()); }
 
   CudaStream stream_;  // first: everything below enqueues on it
   cuda::GemmEngine gemm_;
+  cuda::DeviceParamMap<C> map_;
   cuda::DeviceBuffer<float> params_;
-  cuda::DeviceBuffer<cuda::nv_bf16> weights_bf16_;
   cuda::DeviceBuffer<float> grads_;
+  cuda::DeviceBuffer<float> model_params_;
+  cuda::DeviceBuffer<cuda::nv_bf16> weights_bf16_;
+  cuda::DeviceBuffer<float> model_grads_;
   cuda::DeviceBuffer<double> step_loss_;
   cuda::DeviceBuffer<std::int32_t> ids_, targets_;
   cuda::DeviceBuffer<float> losses_;
