@@ -101,14 +101,10 @@ void BM_Attention(benchmark::State& state) {
   Layer<H, Hkv, Hd> layer(state.range(0), state.range(1));
   layer.template forward<Simple>();  // warm-up; y and lse for the backward
   if (P != Pass::forward) layer.template backward<Simple>();
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
+  pgolf::bench::time_launches(state, [&] {
     if (P != Pass::backward) layer.template forward<Simple>();
     if (P != Pass::forward) layer.template backward<Simple>();
-    state.SetIterationTime(timer.seconds());
-  }
+  });
   const double f = forward_flops(layer.B, H, layer.T, Hd);
   pgolf::bench::report_flops(state, P == Pass::forward ? f : P == Pass::backward ? 2.5 * f : 3.5 * f);
   pgolf::bench::report_device(state);

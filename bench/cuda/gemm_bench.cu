@@ -82,13 +82,7 @@ void BM_TrainingGemm(benchmark::State& state) {
     }
   };
   for (int i = 0; i < 3; ++i) run();  // plan creation + warm-up
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
-    run();
-    state.SetIterationTime(timer.seconds());
-  }
+  pgolf::bench::time_launches(state, [&] { run(); });
   pgolf::bench::report_flops(state, 2.0 * static_cast<double>(kN) * static_cast<double>(L.in) * static_cast<double>(L.out));
   state.SetLabel(std::string(L.name) + " " + kPassNames[pass] + " (" + std::to_string(L.in) + "->" + std::to_string(L.out) + "), " +
                  pgolf::cuda::device_description());

@@ -132,13 +132,7 @@ void BM_EmbeddingForward(benchmark::State& state) {
   auto ids = token_ids(kN, kVocab, state.range(0) != 0);
   DeviceBuffer<float> out(kN * kD, "embeddings");
   pgolf::cuda::embedding_forward<kD>(out.data(), table.data(), ids.data(), kN, nullptr);
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
-    pgolf::cuda::embedding_forward<kD>(out.data(), table.data(), ids.data(), kN, nullptr);
-    state.SetIterationTime(timer.seconds());
-  }
+  pgolf::bench::time_launches(state, [&] { pgolf::cuda::embedding_forward<kD>(out.data(), table.data(), ids.data(), kN, nullptr); });
   // Bytes: out written (N·D fp32) and the ids read (N int32); the gathered rows come from the 2 MiB
   // table, which stays in L2, so they are not counted.
   pgolf::bench::report_bytes(state, static_cast<double>(kN) * kD * 4 + static_cast<double>(kN) * 4);
@@ -150,13 +144,7 @@ void BM_EmbeddingGradPrepare(benchmark::State& state) {
   auto ids = token_ids(kN, kVocab, state.range(0) != 0);
   pgolf::cuda::EmbeddingGradPlan plan(kN, kVocab);
   plan.prepare(ids.data(), kN, nullptr);
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
-    plan.prepare(ids.data(), kN, nullptr);
-    state.SetIterationTime(timer.seconds());
-  }
+  pgolf::bench::time_launches(state, [&] { plan.prepare(ids.data(), kN, nullptr); });
   // Bytes: (reported for scale only; a sort is launch- and pass-bound at this size) the ids read and
   // the sorted ids and positions written once: 3 × N int32.
   pgolf::bench::report_bytes(state, 3.0 * static_cast<double>(kN) * 4);
@@ -172,13 +160,7 @@ void BM_EmbeddingBackward(benchmark::State& state) {
   pgolf::cuda::EmbeddingGradPlan plan(kN, kVocab);
   plan.prepare(ids.data(), kN, nullptr);
   pgolf::cuda::embedding_backward<kD>(dtable.data(), dout.data(), plan, nullptr);
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
-    pgolf::cuda::embedding_backward<kD>(dtable.data(), dout.data(), plan, nullptr);
-    state.SetIterationTime(timer.seconds());
-  }
+  pgolf::bench::time_launches(state, [&] { pgolf::cuda::embedding_backward<kD>(dtable.data(), dout.data(), plan, nullptr); });
   // Bytes: dout read (N·D fp32), the sorted positions read (N int32), dtable read and written
   // (2 × V·D fp32; every id occurs at these sizes, or nearly).
   pgolf::bench::report_bytes(state, static_cast<double>(kN) * kD * 4 + static_cast<double>(kN) * 4 + 2.0 * kVocab * kD * 4);

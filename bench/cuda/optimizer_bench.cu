@@ -57,13 +57,7 @@ void BM_OptimizerStep(benchmark::State& state) {
   auto params = random_f32(static_cast<std::size_t>(Layout::total), 1, 0.02f);
   auto grads = random_f32(static_cast<std::size_t>(Layout::total), 2, 1e-3f);
   for (int i = 0; i < 3; ++i) optimizer.step(params.data(), grads.data(), 1.0, 0.95, nullptr);  // plans, warm-up
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
-    optimizer.step(params.data(), grads.data(), 1.0, 0.95, nullptr);
-    state.SetIterationTime(timer.seconds());
-  }
+  pgolf::bench::time_launches(state, [&] { optimizer.step(params.data(), grads.data(), 1.0, 0.95, nullptr); });
   pgolf::bench::report_flops(state, optimizer.newton_schulz().flops(opt.muon_backend_steps));  // NS FLOPs over the whole step's time
   state.SetLabel(std::string(state.range(0) ? "clip 0.3, " : "no clipping, ") + pgolf::cuda::device_description());
 }
@@ -79,13 +73,7 @@ void BM_NewtonSchulz(benchmark::State& state) {
   // Plans, warm-up. Repeated calls iterate on the previous call's buffers (near-orthogonal
   // matrices, values O(1)): the same work as on a fresh input.
   for (int i = 0; i < 2; ++i) ns.iterate(engine, 5, nullptr);
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
-    ns.iterate(engine, 5, nullptr);
-    state.SetIterationTime(timer.seconds());
-  }
+  pgolf::bench::time_launches(state, [&] { ns.iterate(engine, 5, nullptr); });
   pgolf::bench::report_flops(state, ns.flops(5));
   state.SetLabel(std::to_string(ns.matrices()) + " matrices in " + std::to_string(ns.groups().size()) + " groups, " +
                  pgolf::cuda::device_description());
@@ -107,13 +95,7 @@ void BM_NewtonSchulzGroup(benchmark::State& state) {
   auto grads = random_f32(static_cast<std::size_t>(Layout::total), 2, 1e-3f);
   ns.prepare(grads.data(), nullptr, 0.0f, nullptr, nullptr);
   for (int i = 0; i < 2; ++i) ns.iterate(engine, 5, nullptr);
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
-    ns.iterate(engine, 5, nullptr);
-    state.SetIterationTime(timer.seconds());
-  }
+  pgolf::bench::time_launches(state, [&] { ns.iterate(engine, 5, nullptr); });
   pgolf::bench::report_flops(state, ns.flops(5));
   state.SetLabel(std::to_string(g.count) + " x " + std::to_string(g.m) + "x" + std::to_string(g.n) + ", " +
                  pgolf::cuda::device_description());
@@ -133,16 +115,10 @@ void BM_MuonElementwise(benchmark::State& state) {
     ns.prepare(grads.data(), momentum.data(), 0.95f, nullptr, nullptr);
     ns.apply(params.data(), 1e-6f, 1.0f, nullptr);
   };
-  for (int i = 0; i < 3; ++i) run();
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
+  for (int i = 0; i < 2; ++i) run();
   double elems = 0;
   for (const auto& m : mats) elems += static_cast<double>(m.rows * m.cols);
-  pgolf::bench::GpuTimer timer;
-  for (auto _ : state) {
-    timer.start();
-    run();
-    state.SetIterationTime(timer.seconds());
-  }
+  pgolf::bench::time_launches(state, run);
   // prepare: g, buf read + buf written (12 B) + bf16 X written (2 B); scale: X read + written (4 B);
   // apply: X read (2 B) + p read + written (8 B).
   pgolf::bench::report_bytes(state, elems * (12 + 2 + 4 + 2 + 8));

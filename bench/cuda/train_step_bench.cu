@@ -62,14 +62,8 @@ void BM_TrainStep(benchmark::State& state) {
     benchmark::DoNotOptimize(backend.step_loss());  // the loop's one synchronisation (log + NaN guard)
     backend.optimizer_step(1.0, 0.95);
   };
-  step();  // allocation, cuBLASLt plans
-  step();
-  bench::GpuTimer timer(backend.stream());
-  for (auto _ : state) {
-    timer.start();
-    step();
-    state.SetIterationTime(timer.seconds());
-  }
+  step();  // allocation, cuBLASLt plans (time_launches adds one more warm-up step)
+  bench::time_launches(state, step, backend.stream());
   const double tokens = static_cast<double>(batch * seq * accum);
   state.counters["tokens/s"] = benchmark::Counter(tokens * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   const double flops = tokens * model_flops_per_token<C>(seq);
