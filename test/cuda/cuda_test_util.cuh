@@ -47,12 +47,16 @@ inline cuda::DeviceBuffer<cuda::nv_bf16> to_device_bf16(std::span<const float> v
   for (std::size_t i = 0; i < v.size(); ++i) bits[i] = bf16::from_float(v[i]).bits;
   cuda::DeviceBuffer<cuda::nv_bf16> d(v.size(), what);
   PGOLF_CUDA_CHECK(cudaMemcpy(d.data(), bits.data(), bits.size() * sizeof(std::uint16_t), cudaMemcpyHostToDevice));
+  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());  // see to_device_f32
   return d;
 }
 
 inline cuda::DeviceBuffer<float> to_device_f32(std::span<const float> v, const char* what = "test input (fp32)") {
   cuda::DeviceBuffer<float> d(v.size(), what);
   if (!v.empty()) PGOLF_CUDA_CHECK(cudaMemcpy(d.data(), v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+  // A pageable-memory cudaMemcpy may return once the data is staged, before the DMA (ordered on the
+  // legacy stream) lands; a test that then launches on a non-blocking stream must not race it.
+  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
   return d;
 }
 
@@ -153,6 +157,9 @@ template <class T>
   }
   return ::testing::AssertionSuccess();
 }
+
+// The unit roundoff of fp32: relative error of one rounding (the kernels' derived error bounds).
+inline constexpr double kU = 0x1p-24;
 
 // The unit roundoff of bf16 (8 significant bits): relative error of one rounding.
 inline constexpr double kBf16Eps = 1.0 / 256.0;

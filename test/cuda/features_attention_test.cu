@@ -48,7 +48,7 @@ using testing::to_device_f32;
 using testing::to_host_floats;
 using testing::within;
 
-constexpr double kU = 0x1p-24;  // fp32 unit roundoff
+using testing::kU;  // fp32 unit roundoff
 
 class FeaturesAttentionGpu : public testing::GpuTest {};
 
@@ -168,6 +168,13 @@ TEST_F(FeaturesAttentionGpu, XsaMatchesCpuTinySizes) {
   check_xsa<H, Hkv, Hd>(37, Hkv * Hd, 0, false);
   check_xsa<H, Hkv, Hd>(37, (H + 2 * Hkv) * Hd, (H + Hkv) * Hd, true);
   check_xsa<H, Hkv, Hd>(5, 11, 2, false);  // stride 11, values at column 2: misaligned
+}
+
+TEST_F(FeaturesAttentionGpu, XsaMatchesCpuOtherGroupSizes) {
+  check_xsa<8, 1, 64>(500, 64, 0, false);                // multi-query: 8 query heads share one KV head
+  check_xsa<8, 1, 64>(77, (8 + 2) * 64, (8 + 1) * 64, true);
+  check_xsa<4, 4, 4>(100, 16, 0, false);                 // one query head per KV head
+  check_xsa<4, 4, 4>(37, (4 + 8) * 4, (4 + 4) * 4, true);
 }
 
 // ============================================================================== gates
@@ -326,11 +333,14 @@ TEST_F(FeaturesAttentionGpu, HeadwiseBiasGateMatchesCpu) {
 TEST_F(FeaturesAttentionGpu, FullGateMatchesCpu) {
   check_gate<512, 8, 64, 512>(AttnGate::full, 1000, true);
   check_gate<16, 4, 4, 16>(AttnGate::full, 600, false);  // 3 chunks, the last partial
+  check_gate<1024, 8, 128, 1024>(AttnGate::full, 300, false);  // window >= 1024: the backward's multi-pass layout
 }
 
 TEST_F(FeaturesAttentionGpu, OutputGateMatchesCpu) {  // 2σ, window 12
   check_gate<512, 8, 64, 12>(AttnGate::output_gate, 1000, false);
   check_gate<512, 8, 64, 12>(AttnGate::output_gate, 257, true);
+  check_gate<512, 8, 64, 128>(AttnGate::output_gate, 300, false);  // backward: 32 column threads x 8 row groups
+  check_gate<512, 8, 64, 13>(AttnGate::output_gate, 300, true);    // a window of odd width
   check_gate<16, 4, 4, 12>(AttnGate::output_gate, 37, true);
 }
 

@@ -60,7 +60,7 @@ using testing::to_device_f32;
 using testing::to_host_floats;
 using testing::within;
 
-constexpr double kU = 0x1p-24;     // fp32 unit roundoff
+using testing::kU;  // fp32 unit roundoff
 constexpr double kSig = 16 * kU;   // |σ_gpu − σ_cpu| / σ (file comment)
 constexpr int kVocab = 1024;
 constexpr int kBos = 1;
@@ -278,6 +278,9 @@ TEST(FeaturesEmbeddingHost, BadArgumentsAreRejected) {
   auto* h = reinterpret_cast<cuda::nv_bf16*>(std::uintptr_t{512});
   auto* ids = reinterpret_cast<std::int32_t*>(std::uintptr_t{1024});
   auto* mask = reinterpret_cast<std::uint8_t*>(std::uintptr_t{2048});
+  // Buffers far from f and from each other (no overlap with 10 rows of 512 floats).
+  auto* far = reinterpret_cast<float*>(std::uintptr_t{1} << 30);
+  auto* far2 = reinterpret_cast<float*>(std::uintptr_t{1} << 31);
   EXPECT_THROW(cuda::bigram_hash_indices(ids, ids, 3, 17, 1, nullptr), Error);  // modulus 0
   EXPECT_THROW(cuda::engram_indices(ids, ids, 3, 17, 8192, 3, nullptr), Error);  // the CPU writes 4 slots at most
   EXPECT_THROW(cuda::engram_indices(ids, ids, 3, 17, 0, 2, nullptr), Error);
@@ -286,11 +289,11 @@ TEST(FeaturesEmbeddingHost, BadArgumentsAreRejected) {
   // Misaligned rows (D = 512 uses 16-byte vectors).
   EXPECT_THROW(cuda::sigmoid_gated_add_forward<512>(bad, h, f, 10, nullptr), Error);
   EXPECT_THROW(cuda::gated_skip_forward<512>(f, f, bad, f, f, 10, nullptr), Error);
-  EXPECT_THROW(cuda::smear_backward<512>(f, f, f + 4, bad, f, mask, 10, false, f, nullptr), Error);
+  EXPECT_THROW(cuda::smear_backward<512>(f, f, far, far2 + 1, f, mask, 10, false, f, nullptr), Error);
   // Missing scratch.
   EXPECT_THROW(cuda::sigmoid_gated_add_backward<512>(h, f, f, h, f, 10, nullptr, nullptr), Error);
   EXPECT_THROW(cuda::scalar_scaled_add_backward<512>(h, f, f, h, f, 10, nullptr, nullptr), Error);
-  EXPECT_THROW((cuda::smear_input_backward<512, kWin>(f, f, f, f + 4, f, f, f, f, mask, 10, nullptr, nullptr)), Error);
+  EXPECT_THROW((cuda::smear_input_backward<512, kWin>(f, f, f, far, far2, f, f, f, mask, 10, nullptr, nullptr)), Error);
   EXPECT_THROW(cuda::gated_skip_backward<512>(f, f, f, f, f, f, f, f, f, 10, nullptr, nullptr), Error);
   EXPECT_THROW(cuda::scalar_scaled_add_backward<512>(h, f, f, h, f, 10, reinterpret_cast<void*>(std::uintptr_t{260}), nullptr), Error);
   // Aliasing the smears do not allow.
@@ -298,6 +301,12 @@ TEST(FeaturesEmbeddingHost, BadArgumentsAreRejected) {
   EXPECT_THROW(cuda::smear_backward<512>(f, f, f, f, f, mask, 10, true, f, nullptr), Error);
   EXPECT_THROW((cuda::smear_input_forward<512, kWin>(f, f, f, f, f, mask, 10, nullptr)), Error);
   EXPECT_THROW((cuda::smear_input_backward<512, kWin>(f, f, f, f, f, f, f, f, mask, 10, f, nullptr)), Error);
+  // Partial overlaps (one row apart): another thread's row would be read while it is written.
+  EXPECT_THROW(cuda::smear_forward<512>(f, f + 512, f, mask, 10, false, nullptr), Error);
+  EXPECT_THROW(cuda::smear_backward<512>(f, far2, far, f + 512, f, mask, 10, true, far2, nullptr), Error);  // dx over x
+  EXPECT_THROW(cuda::smear_backward<512>(f + 512, far2, f, far, f, mask, 10, true, far2, nullptr), Error);  // dx over dout
+  EXPECT_THROW((cuda::smear_input_forward<512, kWin>(f + 512, f, f, f, f, mask, 10, nullptr)), Error);
+  EXPECT_THROW((cuda::smear_input_backward<512, kWin>(f, far2, far2, far, f + 512, f, f, f, mask, 10, far2, nullptr)), Error);
 }
 
 TEST(FeaturesEmbeddingHost, EmptyInputsLaunchNothing) {
@@ -552,6 +561,9 @@ TEST_F(FeaturesEmbeddingGpu, SmearMatchesCpu) {
   check_smear<16>(8, 125, true, false);
   check_smear<512>(64, 1024, true, true);   // SmearGate v2 with the BOS fix, n = 65,536
   check_smear<512>(64, 1024, false, false);  // SmearGate v1
+  check_smear<48>(4, 250, false, true);      // 12 packs on 16 lanes: lanes without a pack
+  check_smear<18>(3, 77, true, true);        // 2-wide packs
+  check_smear<33>(2, 50, false, false);      // 1-wide packs
 }
 
 // ------------------------------------------------------------------------------ SmearGate (input-gated)
@@ -674,6 +686,9 @@ TEST_F(FeaturesEmbeddingGpu, SmearInputGatedMatchesCpu) {
   check_smear_input<16, kWin>(1, 1, false);
   check_smear_input<512, kWin>(4, 250, false);
   check_smear_input<512, kWin>(64, 1024, true);  // SmearGate v3 with the BOS fix (rec/2026-04-29)
+  check_smear_input<48, 13>(4, 250, true);        // a window that is not a multiple of the pack width, ragged lanes
+  check_smear_input<512, 200>(4, 250, false);     // a window wider than one pack per lane
+  check_smear_input<18, 6>(3, 77, true);          // 2-wide packs
 }
 
 // ------------------------------------------------------------------------------ U-Net gated skip
@@ -748,6 +763,9 @@ TEST_F(FeaturesEmbeddingGpu, GatedSkipMatchesCpu) {
   check_gated_skip<16>(1000, true);
   check_gated_skip<512>(1, false);
   check_gated_skip<512>(65536, true);  // the model's use: x_in written over x, gx turned into d x in place
+  check_gated_skip<48>(1000, false);   // ragged lanes
+  check_gated_skip<6>(1000, true);     // 2-wide packs, 3 lanes' worth in a 4-lane group
+  check_gated_skip<33>(77, false);     // 1-wide packs
 }
 
 // ------------------------------------------------------------------------------ determinism

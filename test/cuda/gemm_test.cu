@@ -221,9 +221,10 @@ TEST_F(Gemm, StridedBatchOfThree) {
 }
 
 TEST_F(Gemm, StridedBatchWithOddStrides) {
-  // Packed 7×5 problems: every problem after the first starts on a 2-byte boundary only, while
-  // GemmEngine declares the alignment of the base pointers (256 bytes here). If cuBLASLt took that
-  // declaration to hold for every problem, this test would see wrong values or a fault.
+  // Packed 7×5 problems: every problem after the first starts on a 2-byte boundary only, while the
+  // base pointers are 256-byte aligned. GemmEngine must declare the alignment of the batch strides
+  // too (2 bytes here): had it declared the base pointers' alignment, cuBLASLt would take it to
+  // hold for every problem, and this test would see wrong values or a fault.
   GemmEngine engine;
   const std::int64_t M = 7, N = 5, K = 9;
   const int count = 3;

@@ -69,6 +69,19 @@ constexpr ModelConfig kUntiedTiny = [] {
   return c;
 }();
 
+// Every embedding table of the records (nn.Embedding, bf16 in the reference): tok_emb, a BigramHash
+// table with its projection, a value embedding.
+constexpr ModelConfig kEmbeddingsTiny = [] {
+  ModelConfig c = kTiedTiny;
+  c.name = "optim-embeddings";
+  c.features.hash_embedding = HashEmbedding::bigram;
+  c.features.hash_buckets = 24;
+  c.features.hash_dim = 16;
+  c.features.ve_layers = 0b10;
+  c.features.ve_dim = 16;
+  return c;
+}();
+
 // Namespace-scope aliases: nvcc 13's host-code generator loses a class-type template argument named
 // inside a function body (`using L = ParamLayout<kTiedTiny>;` there fails with "__T9 was not declared").
 using TiedLayout = ParamLayout<kTiedTiny>;
@@ -373,32 +386,16 @@ bool bf16_representable(float v) { return (float_to_bits(v) & 0xffffu) == 0; }
                                        << " beyond a bf16 ulp; worst at " << worst << ": got " << got[worst] << ", expected " << want[worst];
 }
 
-// tok_emb through the reference's bf16 fused Adam: bf16 loads of p, g, m, v; fp32 math; bf16 stores.
+// One bf16-stored table `s` over the three steps of expect_bf16_embedding: a host model of torch's
+// fused Adam on bf16 tensors (bf16 loads of p, g, m, v; fp32 math; bf16 stores) against the GPU.
 template <ModelConfig C>
-void expect_bf16_embedding(const OptimizerOptions& opt, const std::string& what) {
-  SCOPED_TRACE(what);
-  using L = ParamLayout<C>;
-  const auto p0 = initial_params<C>();  // fp32 values: the first load must round them
-  const auto grads = step_grads<C>(3, 500);
-  const RunResult on = run_gpu<C>(opt, {}, p0, grads);
-  const RunResult off = run_gpu<C>(opt, CudaOptimizerOptions{.bf16_embedding_storage = false}, p0, grads);
-
-  const std::int64_t off0 = L::offset(GlobalParam::tok_emb);
-  const std::int64_t n = static_cast<std::int64_t>(C.vocab_size) * C.model_dim;
-  const double lr_base = base_lr(opt, ParamRole::embedding, Dims<C>::tied);
+void expect_bf16_table(const OptimizerOptions& opt, const ParamSpec& s, const std::vector<float>& p0,
+                       const std::vector<std::vector<float>>& grads, const std::vector<float>& coefs, const RunResult& on) {
+  SCOPED_TRACE(s.name());
+  const std::int64_t off0 = s.offset, n = s.numel();
+  const double lr_base = base_lr(opt, s.role, Dims<C>::tied);
   std::vector<float> p(p0.begin() + off0, p0.begin() + off0 + n), m(n, 0.0f), v(n, 0.0f);
   for (int t = 0; t < 3; ++t) {
-    float coef = 1.0f;
-    if (opt.grad_clip_norm > 0) {  // the norm sees the bf16 tok_emb gradient
-      double ss = 0;
-      for (std::int64_t i = 0; i < L::total; ++i) {
-        const double g = (i >= off0 && i < off0 + n) ? round_to_bf16(grads[t][i]) : grads[t][i];
-        ss += g * g;
-      }
-      const double c = opt.grad_clip_norm / (std::sqrt(ss) + kClipNormEps);
-      if (c < 1.0) coef = static_cast<float>(c);
-      EXPECT_NEAR(on.norms[t], std::sqrt(ss), 1e-12 * std::sqrt(ss)) << "step " << t;
-    }
     const int step = t + 1;
     const double lr = lr_base * kLrMul[t];
     const auto step_size = static_cast<float>(lr / (1.0 - std::pow(opt.beta1, step)));
@@ -406,7 +403,7 @@ void expect_bf16_embedding(const OptimizerOptions& opt, const std::string& what)
     const auto b1 = static_cast<float>(opt.beta1), b2 = static_cast<float>(opt.beta2), eps = static_cast<float>(opt.adam_eps);
     const auto decay = static_cast<float>(1.0 - lr * opt.adam_weight_decay);
     for (std::int64_t i = 0; i < n; ++i) {
-      const float g = round_to_bf16(round_to_bf16(grads[t][off0 + i]) * coef);
+      const float g = round_to_bf16(round_to_bf16(grads[t][off0 + i]) * coefs[t]);
       const float pi = round_to_bf16(p[i]), mi = round_to_bf16(m[i]), vi = round_to_bf16(v[i]);
       const float mn = b1 * mi + (1.0f - b1) * g;
       const float vn = b2 * vi + (1.0f - b2) * g * g;
@@ -419,22 +416,59 @@ void expect_bf16_embedding(const OptimizerOptions& opt, const std::string& what)
   const std::vector<float> gp(on.params.begin() + off0, on.params.begin() + off0 + n);
   const std::vector<float> gm(on.state.adam_m.data() + off0, on.state.adam_m.data() + off0 + n);
   const std::vector<float> gv(on.state.adam_v.data() + off0, on.state.adam_v.data() + off0 + n);
-  EXPECT_TRUE(std::all_of(gp.begin(), gp.end(), bf16_representable)) << "tok_emb parameters are not bf16 values";
-  EXPECT_TRUE(std::all_of(gm.begin(), gm.end(), bf16_representable)) << "tok_emb exp_avg is not bf16";
-  EXPECT_TRUE(std::all_of(gv.begin(), gv.end(), bf16_representable)) << "tok_emb exp_avg_sq is not bf16";
-  EXPECT_TRUE(mostly_bit_exact(gp, p)) << "tok_emb parameters";
-  EXPECT_TRUE(mostly_bit_exact(gm, m)) << "tok_emb exp_avg";
-  EXPECT_TRUE(mostly_bit_exact(gv, v)) << "tok_emb exp_avg_sq";
-  // The flag touches nothing else: without clipping (which sees the rounded gradient) every other
+  EXPECT_TRUE(std::all_of(gp.begin(), gp.end(), bf16_representable)) << "parameters are not bf16 values";
+  EXPECT_TRUE(std::all_of(gm.begin(), gm.end(), bf16_representable)) << "exp_avg is not bf16";
+  EXPECT_TRUE(std::all_of(gv.begin(), gv.end(), bf16_representable)) << "exp_avg_sq is not bf16";
+  EXPECT_TRUE(mostly_bit_exact(gp, p)) << "parameters";
+  EXPECT_TRUE(mostly_bit_exact(gm, m)) << "exp_avg";
+  EXPECT_TRUE(mostly_bit_exact(gv, v)) << "exp_avg_sq";
+}
+
+// The embedding tables (every ParamRole::embedding tensor) through the reference's bf16 fused Adam:
+// bf16 loads of p, g, m, v; fp32 math; bf16 stores.
+template <ModelConfig C>
+void expect_bf16_embedding(const OptimizerOptions& opt, const std::string& what) {
+  SCOPED_TRACE(what);
+  using L = ParamLayout<C>;
+  const auto p0 = initial_params<C>();  // fp32 values: the first load must round them
+  const auto grads = step_grads<C>(3, 500);
+  const RunResult on = run_gpu<C>(opt, {}, p0, grads);
+  const RunResult off = run_gpu<C>(opt, CudaOptimizerOptions{.bf16_embedding_storage = false}, p0, grads);
+
+  std::vector<char> is_bf16(static_cast<std::size_t>(L::total), 0);  // element of an embedding table
+  for (const ParamSpec& s : L::specs()) {
+    if (s.role == ParamRole::embedding) std::fill_n(is_bf16.begin() + s.offset, s.numel(), 1);
+  }
+  // The clip coefficient of each step: the norm sees the bf16 embedding gradients.
+  std::vector<float> coefs(3, 1.0f);
+  if (opt.grad_clip_norm > 0) {
+    for (int t = 0; t < 3; ++t) {
+      double ss = 0;
+      for (std::int64_t i = 0; i < L::total; ++i) {
+        const double g = is_bf16[i] ? round_to_bf16(grads[t][i]) : grads[t][i];
+        ss += g * g;
+      }
+      const double c = opt.grad_clip_norm / (std::sqrt(ss) + kClipNormEps);
+      if (c < 1.0) coefs[t] = static_cast<float>(c);
+      EXPECT_NEAR(on.norms[t], std::sqrt(ss), 1e-12 * std::sqrt(ss)) << "step " << t;
+    }
+  }
+  int tables = 0;
+  for (const ParamSpec& s : L::specs()) {
+    if (s.role != ParamRole::embedding) continue;
+    ++tables;
+    expect_bf16_table<C>(opt, s, p0, grads, coefs, on);
+  }
+  EXPECT_EQ(tables, 1 + (C.features.hash_embedding != HashEmbedding::none ? 1 : 0) + (C.features.ve_layers != 0 ? 1 : 0));
+  // The flag touches nothing else: without clipping (which sees the rounded gradients) every other
   // tensor is bit-identical to the run with fp32 storage.
   if (opt.grad_clip_norm <= 0) {
     for (const ParamSpec& s : L::specs()) {
-      if (!s.in_block && s.global == GlobalParam::tok_emb) continue;
+      if (s.role == ParamRole::embedding) continue;
       EXPECT_TRUE(all_close(slice(on.params, s), slice(off.params, s), 0, 0)) << s.name();
     }
   }
 }
-
 TEST_F(CudaOptimizerTest, Bf16EmbeddingStorageRoundsWhereTheReferenceStores) {
   OptimizerOptions opt;
   expect_bf16_embedding<kTiedTiny>(opt, "tied, no clipping");
@@ -442,6 +476,8 @@ TEST_F(CudaOptimizerTest, Bf16EmbeddingStorageRoundsWhereTheReferenceStores) {
   opt.adam_weight_decay = 0.05;
   expect_bf16_embedding<kTiedTiny>(opt, "tied, clipping, weight decay");
   expect_bf16_embedding<kUntiedTiny>(opt, "untied, clipping, weight decay");
+  expect_bf16_embedding<kEmbeddingsTiny>(opt, "hash and value embeddings, clipping, weight decay");
+  expect_bf16_embedding<kEmbeddingsTiny>(OptimizerOptions{}, "hash and value embeddings, no clipping");
 }
 
 // ------------------------------------------------------------------ Newton–Schulz on its own

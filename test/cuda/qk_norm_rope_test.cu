@@ -79,8 +79,8 @@ void check_qk_norm_rope(std::int64_t batch, std::int64_t seq, std::int64_t ld_ex
                                              batch, seq, nullptr);
   PGOLF_CUDA_CHECK(cudaGetLastError());
 
-  // Tolerances of the forward. q and k are bf16 (one rounding: ≤ 2^-9 relative, rtol = 2^-8 leaves
-  // room for the fp32 differences below pushing a value across a rounding boundary). atol 3e-5
+  // Tolerances of the forward. q and k are bf16 (one rounding: ≤ 2^-8 relative, rtol = kBf16Eps;
+  // the fp32 differences below, which may push a value across a rounding boundary, are in atol). atol 3e-5
   // covers the fp32 differences between the two formulas (rstd from a float vs a double sum, FMA
   // contraction in a·cos + b·sin): ~1e-7 relative to |a| + |b| ≤ ~10 here, far below one bf16 ulp of
   // an O(1) value (2^-8), so it cannot hide a wrong pairing, table entry or gain.
@@ -121,7 +121,7 @@ void check_qk_norm_rope(std::int64_t batch, std::int64_t seq, std::int64_t ld_ex
   auto d_k_rstd_cpu = testing::to_device_f32(k_rstd, "k_rstd (CPU)");
   auto d_dgain = testing::to_device_f32(dgain, "dgain");
   cuda::DeviceBuffer<float> scratch(static_cast<std::size_t>(cuda::qk_norm_rope_scratch_size<H>(n)), "scratch");
-  ASSERT_EQ(cuda::qk_norm_rope_scratch_size<H>(n), cuda::column_partials_size(n, H));
+  ASSERT_EQ(cuda::qk_norm_rope_scratch_size<H>(n), (n + 63) / 64 * H);  // H floats per 64-row chunk
   cuda::qk_norm_rope_backward<H, Hkv, Hd, Rd>(d_dqkv.data(), ld, d_dgain.data(), d_dq.data(), d_dk.data(), d_qkv.data(), ld,
                                               d_q_rstd_cpu.data(), d_k_rstd_cpu.data(), d_gain.data(), rope, batch, seq, scratch.data(),
                                               nullptr);
@@ -141,7 +141,7 @@ void check_qk_norm_rope(std::int64_t batch, std::int64_t seq, std::int64_t ld_ex
   }
   EXPECT_EQ(touched, 0) << "the backward wrote outside the q and k columns of d_qkv";
 
-  // dgain: the GPU adds each 256-row chunk's terms in fp32 (a lane's chain over ~50 rows, a 3-level
+  // dgain: the GPU adds each 64-row chunk's terms in fp32 (a lane's chain over ~13 rows, a 3-level
   // butterfly over a head's 8 products, 5 per-row partials: ≲ 70 roundings, ≤ 4.2e-6 · Σ|terms|)
   // and the chunks in double; the CPU sums in double. Tolerance 1e-5 · Σ|terms| (+ 1e-6 absolute).
   const std::vector<float> got_dgain = testing::to_host_floats(d_dgain);

@@ -5,15 +5,17 @@
 //   u = 2^-24 is the fp32 unit roundoff. A sum of k fp32 terms has |error| <= (k−1)·u·Σ|terms|
 //   for any order of additions; the kernels add each term at most kPerLane·kVec (within a lane)
 //   + log2(kLanes) (the shuffle tree) times: `sum_depth<D>()`. bf16 outputs are the fp32 value
-//   rounded once to nearest: relative error <= 2^-9, taken as kBf16Eps = 2^-8 to leave room for
-//   the fp32 error before the rounding.
+//   rounded once to nearest: relative error <= kBf16Eps = 2^-8 (8 significant bits), plus the fp32
+//   error before the rounding (the rstd_rtol and row terms of each bound).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <bit>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "cuda_test_util.cuh"
@@ -34,7 +36,7 @@ using testing::same_bits;
 using testing::to_host_floats;
 using testing::within;
 
-constexpr double kU = 0x1p-24;  // fp32 unit roundoff
+using testing::kU;  // fp32 unit roundoff
 
 // Additions a term of the kernels' row sums goes through at most (see the file comment).
 template <int D>
@@ -85,10 +87,28 @@ std::vector<double> h_bound(std::span<const float> h_want, std::span<const doubl
 class RmsNormGpu : public testing::GpuTest {};
 
 // ------------------------------------------------------------------------------ rmsnorm_forward
+// Rows whose mean square is comparable to or below eps (FLT_EPSILON, as torch's F.rms_norm with
+// eps=None): every 4th row is zero (rstd = 1/√eps exactly up to rounding), every 4th + 1 is scaled
+// by 1e-4 (mean square ~3e-8 < eps = 1.2e-7), so a wrong or missing eps changes rstd by far more
+// than the tolerance. The other rows are the usual normal values.
+std::vector<float> rows_with_tiny_norms(std::vector<float> x, int d) {
+  const std::size_t n = x.size() / static_cast<std::size_t>(d);
+  for (std::size_t r = 0; r < n; ++r) {
+    for (int i = 0; i < d; ++i) {
+      float& v = x[r * d + i];
+      if (r % 4 == 0) v = 0.0f;
+      if (r % 4 == 1) v *= 1e-4f;
+    }
+  }
+  return x;
+}
+
 template <int D, class Out>
-void check_forward(std::int64_t n, float factor, bool in_place = false) {
-  SCOPED_TRACE(::testing::Message() << "D = " << D << ", n = " << n << ", factor = " << factor << (in_place ? ", y == x" : ""));
-  const auto x = normal_floats(static_cast<std::size_t>(n) * D, 1, 1.7f);
+void check_forward(std::int64_t n, float factor, bool in_place = false, bool tiny_rows = false) {
+  SCOPED_TRACE(::testing::Message() << "D = " << D << ", n = " << n << ", factor = " << factor << (in_place ? ", y == x" : "")
+                                    << (tiny_rows ? ", rows with tiny norms" : ""));
+  auto x = normal_floats(static_cast<std::size_t>(n) * D, 1, 1.7f);
+  if (tiny_rows) x = rows_with_tiny_norms(std::move(x), D);
   std::vector<float> want(x.size()), want_rstd(static_cast<std::size_t>(n));
   cpu::rmsnorm_forward<D>(want.data(), want_rstd.data(), x.data(), n);
   for (auto& v : want) v *= factor;
@@ -123,6 +143,29 @@ TEST_F(RmsNormGpu, ForwardMatchesCpu) {
   check_forward<512, float>(1000, 1.0f);
 }
 
+// eps: zero rows and rows below eps (see rows_with_tiny_norms); the widths 4, 2 and 1.
+TEST_F(RmsNormGpu, ForwardWithEpsDominatedRows) {
+  check_forward<512, float>(64, 1.0f, false, true);
+  check_forward<512, cuda::nv_bf16>(64, 1.0f, false, true);
+  check_forward<18, float>(64, 1.0f, false, true);
+  check_forward<33, float>(64, 1.0f, false, true);
+  // rstd of a zero row is 1/√FLT_EPSILON, whatever the other rows hold.
+  std::vector<float> zero(512, 0.0f);
+  auto d_x = to_device_f32(zero, "zero row");
+  cuda::DeviceBuffer<float> d_y(zero.size(), "y"), d_rstd(1, "rstd");
+  cuda::rmsnorm_forward<512, float>(d_y.data(), d_rstd.data(), d_x.data(), 1.0f, 1, nullptr);
+  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
+  const double want = 1.0 / std::sqrt(static_cast<double>(FLT_EPSILON));
+  EXPECT_NEAR(to_host_floats(d_rstd)[0], want, 4 * kU * want);
+}
+
+// D = 18: 2-wide packs (8-byte fp32 and 4-byte bf16 accesses), 9 packs on 16 lanes (ragged).
+TEST_F(RmsNormGpu, TwoWidePacks) {
+  check_forward<18, float>(1000, 1.0f);
+  check_forward<18, cuda::nv_bf16>(1000, 0.5f);
+  check_forward<18, float>(7, 1.0f, true);
+}
+
 TEST_F(RmsNormGpu, ForwardInPlace) {
   check_forward<512, float>(1000, 0.5f, true);
   check_forward<33, float>(3, 2.0f, true);
@@ -130,11 +173,11 @@ TEST_F(RmsNormGpu, ForwardInPlace) {
 
 // ------------------------------------------------------------------------------ rmsnorm_backward
 template <int D>
-void check_backward(std::int64_t n, float factor, bool accumulate, bool alias) {
+void check_backward(std::int64_t n, float factor, bool accumulate, bool alias, bool tiny_rows = false) {
   SCOPED_TRACE(::testing::Message() << "D = " << D << ", n = " << n << ", factor = " << factor << ", accumulate = " << accumulate
-                                    << (alias ? ", dx == dy" : ""));
+                                    << (alias ? ", dx == dy" : "") << (tiny_rows ? ", rows with tiny norms" : ""));
   const std::size_t nd = static_cast<std::size_t>(n) * D;
-  const auto x = normal_floats(nd, 2, 1.3f);
+  const auto x = tiny_rows ? rows_with_tiny_norms(normal_floats(nd, 2, 1.3f), D) : normal_floats(nd, 2, 1.3f);
   const auto dy = normal_floats(nd, 3, 0.8f);
   const auto old = accumulate ? normal_floats(nd, 4) : std::vector<float>(nd, 0.0f);
   std::vector<float> y(nd), rstd(static_cast<std::size_t>(n));
@@ -180,6 +223,12 @@ TEST_F(RmsNormGpu, BackwardMatchesCpu) {
   check_backward<512>(1, 1.0f, false, false);
   check_backward<512>(65536, 0.57735027f, true, false);  // the model's accumulation into the residual gradient
   check_backward<512>(1000, 0.70710678f, false, true);
+  check_backward<18>(1000, 1.0f, true, false);  // 2-wide packs
+  check_backward<18>(5, 0.5f, false, true);
+  check_backward<512>(64, 1.0f, false, false, true);  // eps-dominated rows: the backward's rstd is the forward's
+  check_backward<18>(64, 1.0f, true, false, true);
+  check_backward<2048>(100, 1.0f, true, false);  // rows over 1024 values: the old dx is read in the store loop
+  check_backward<2048>(100, 0.5f, false, true);
 }
 
 // ------------------------------------------------------------------------------ resid_mix_rmsnorm_forward

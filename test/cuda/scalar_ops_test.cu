@@ -44,7 +44,7 @@ using testing::to_device_f32;
 using testing::to_host_floats;
 using testing::within;
 
-constexpr double kU = 0x1p-24;
+using testing::kU;  // fp32 unit roundoff
 
 class ScalarOpsGpu : public testing::GpuTest {};
 

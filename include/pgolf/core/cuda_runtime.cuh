@@ -117,6 +117,66 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+// Page-locked host memory (cudaMallocHost): a cudaMemcpyAsync from it returns at once and overlaps
+// with queued work, where a copy from pageable memory may wait for the stream first.
+template <class T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(std::size_t n, const char* what) : n_(n) {
+    if (n == 0) return;
+    void* p = nullptr;
+    const cudaError_t err = cudaMallocHost(&p, n * sizeof(T));
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      PGOLF_FAIL("page-locked host allocation of " << ((n * sizeof(T)) >> 10) << " KiB for " << what
+                                                   << " failed: " << cudaGetErrorString(err));
+    }
+    p_ = static_cast<T*>(p);
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+  ~PinnedBuffer() { release(); }
+
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+
+ private:
+  void release() {
+    if (p_) (void)cudaFreeHost(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+// Owns a CUDA event without timing (a fence between the host and a stream).
+class CudaEvent {
+ public:
+  CudaEvent() { PGOLF_CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+  CudaEvent(const CudaEvent&) = delete;
+  CudaEvent& operator=(const CudaEvent&) = delete;
+  ~CudaEvent() {
+    if (e_) (void)cudaEventDestroy(e_);
+  }
+  void record(cudaStream_t stream) { PGOLF_CUDA_CHECK(cudaEventRecord(e_, stream)); }
+  void wait_on_host() const { PGOLF_CUDA_CHECK(cudaEventSynchronize(e_)); }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
 // One device allocation carved into many tensors, so that a model allocates its memory once, up
 // front, and an out-of-memory error names the whole request. Used in two passes over the same
 // sequence of take() calls: the first (before allocate()) only measures and returns null pointers,

@@ -55,8 +55,8 @@ template <ModelConfig C>
 inline constexpr bool kCudaSupported = true;
 
 // The GPU model's parameter layout: ParamLayout<C>'s tensors in the same (state_dict) order, each
-// starting on a kAlign-element boundary (512 bytes of fp32, 256 of bf16), except c_k and c_v, which
-// follow c_q and c_k directly (the fused q|k|v GEMM reads the three as one (Q, D) matrix).
+// starting on a 128-element boundary (512 bytes of fp32, 256 of bf16); c_k and c_v follow c_q
+// directly (the fused q|k|v GEMM reads the three as one (Q, D) matrix).
 //
 // Why the model does not read the flat ParamLayout<C> buffer: that layout is packed, so one odd-sized
 // tensor (BigramHash's scalar scale, smear_lambda, vr_lambda's 2 values, ve_layer_scales, vrl_alphas,
@@ -66,49 +66,10 @@ inline constexpr bool kCudaSupported = true;
 // cuBLASLt would run every GEMM on 2-byte-aligned bf16 weights (no TMA / 16-byte loads). The backend
 // keeps the flat layout for the optimizer, checkpoints and export, and copies between the two with
 // DeviceParamMap below (flat → padded fp32 + bf16 after every parameter change; padded gradients →
-// flat after every micro-batch).
+// flat once per optimizer step).
+inline constexpr std::int64_t kDeviceParamAlign = 128;  // elements
 template <ModelConfig C>
-struct DeviceParamLayout {
-  using Flat = ParamLayout<C>;
-  using D = Dims<C>;
-  using Table = typename Flat::Table;
-  static constexpr std::int64_t kAbsent = Flat::kAbsent;
-  static constexpr std::int64_t kAlign = 128;  // elements
-
-  static constexpr std::int64_t round_up(std::int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
-  static constexpr bool follows_previous(const ParamSpec& s) {
-    return s.in_block && (s.block == BlockParam::c_k || s.block == BlockParam::c_v);
-  }
-
-  static constexpr Table build() {
-    Table t;
-    for (auto& g : t.global) g = kAbsent;
-    for (auto& row : t.block) {
-      for (auto& b : row) b = kAbsent;
-    }
-    for_each_param(C, [&](const ParamSpec& s) {
-      if (!follows_previous(s)) t.total = round_up(t.total);
-      if (s.in_block) {
-        t.block[s.layer][static_cast<int>(s.block)] = t.total;
-      } else {
-        t.global[static_cast<int>(s.global)] = t.total;
-      }
-      t.total += s.numel();
-    });
-    t.total = round_up(t.total);
-    return t;
-  }
-  static constexpr Table table = build();
-
-  static constexpr std::int64_t total = table.total;
-  static constexpr std::int64_t offset(GlobalParam g) { return table.global[static_cast<int>(g)]; }
-  static constexpr std::int64_t offset(int layer, BlockParam b) { return table.block[layer][static_cast<int>(b)]; }
-  static constexpr std::int64_t tok_emb = offset(GlobalParam::tok_emb);
-  static constexpr std::int64_t skip_weights = offset(GlobalParam::skip_weights);
-  static constexpr std::int64_t head_offset() { return D::tied ? offset(GlobalParam::tok_emb) : offset(GlobalParam::lm_head); }
-  // Where a tensor of the flat layout lives in this one.
-  static constexpr std::int64_t offset_of(const ParamSpec& s) { return s.in_block ? offset(s.layer, s.block) : offset(s.global); }
-};
+using DeviceParamLayout = ParamLayout<C, kDeviceParamAlign>;
 
 namespace model_kernels {
 // acc[0] += scale · sum[0]: the micro-batch's mean loss (scaled) into the step's loss, on the device.
@@ -157,9 +118,10 @@ class DeviceParamMap {
 
   DeviceParamMap() {
     std::vector<model_kernels::LayoutChunk> chunks;
-    for (const ParamSpec& s : Flat::specs()) {
-      const std::int64_t dev = Dev::offset_of(s);
-      PGOLF_CHECK(dev != Dev::kAbsent, "device layout: no place for " << s.name());
+    const auto flat = Flat::specs(), dev_specs = Dev::specs();  // the same tensors, in the same order
+    for (std::size_t k = 0; k < flat.size(); ++k) {
+      const ParamSpec& s = flat[k];
+      const std::int64_t dev = dev_specs[k].offset;
       for (std::int64_t b = 0; b < s.numel(); b += model_kernels::kLayoutChunk) {
         model_kernels::LayoutChunk c;
         c.flat = s.offset + b;
@@ -544,7 +506,7 @@ class GptCuda {
                                              gate_scale(), gate_form(), n, feat_scratch_, stream_);
     }
     const bool chain = value_chain(l);
-    if (chain) zero(gv_, n * KvD);
+    if (xsa(l)) zero(gv_, n * KvD);  // XSA adds its d v first; without XSA the copy below writes gv
     if (xsa(l)) xsa_backward<H, Hkv, Hd>(dy_, gv_, dy_, a.y_attn, a.v, a.ldv, n, stream_);  // dy becomes d y_attn; gv += d v
     // Attention: without a value chain, dv goes straight into d_qkv's v columns.
     nv_bf16* dv = chain ? dv_attn_ : dqkv_ + D + KvD;
@@ -554,14 +516,15 @@ class GptCuda {
     qk_norm_rope_backward<H, Hkv, Hd, Rd>(dqkv_, Q, Gw(BP::q_gain), dq_, dk_, a.qkv, Q, a.q_rstd, a.k_rstd, Pw(BP::q_gain), rope_, batch_,
                                           seq_, partials_, stream_);
     if (chain) {
-      copy_rows(gv_, KvD, dv_attn_, KvD, n, KvD, true, stream_);  // gv = d v (the values attention and XSA read)
+      copy_rows(gv_, KvD, dv_attn_, KvD, n, KvD, xsa(l), stream_);  // gv (+)= d v (the values attention and XSA read)
       value_chain_backward(l, P, G);                               // gv becomes d v_lin
       copy_rows(dqkv_ + D + KvD, Q, gv_, KvD, n, KvD, false, stream_);
     }
     gemm_.linear_backward_weight(Gw(BP::c_q), dqkv_, a.h_attn, n, D, Q, stream_);  // c_q|c_k|c_v at once
-    gemm_.linear_backward_input(gtmp_, OutType::f32, dqkv_, Ww(BP::c_q), n, D, Q, false, stream_);  // d h_attn
-    if constexpr (kGate) add_into(gtmp_, gh_, n * D, stream_);
-    rmsnorm_backward<D>(gx_, gtmp_, a.x_mix, a.rstd_attn, f, n, true, stream_);  // gx = d x_mix
+    // d h_attn: with a gate, added onto the gate's d h (beta = 1), saving a pass over (N, D) fp32.
+    float* dh_attn = kGate ? gh_ : gtmp_;
+    gemm_.linear_backward_input(dh_attn, OutType::f32, dqkv_, Ww(BP::c_q), n, D, Q, kGate, stream_);
+    rmsnorm_backward<D>(gx_, dh_attn, a.x_mix, a.rstd_attn, f, n, true, stream_);  // gx = d x_mix
     // x_mix = m0 ⊙ x_in + m1 ⊙ x0; gx becomes d x_in.
     resid_mix_backward<D>(gx_, gx0_, Gw(BP::resid_mix), gx_, a.input, x0_, Pw(BP::resid_mix), n, partials_, stream_);
     if (const int s = skip_index(l); s >= 0) {
@@ -699,7 +662,7 @@ class GptCuda {
       dk_ = arena_.take<nv_bf16>(n * KvD);
       dqkv_ = arena_.take<nv_bf16>(n * Q);
       dhidden_ = arena_.take<nv_bf16>(n * F);
-      partials_ = arena_.take<float>(column_partials_size(n, std::max(2 * D, H)));
+      partials_ = arena_.take<float>(std::max(column_partials_size(n, 2 * D), qk_norm_rope_scratch_size<H>(n)));
       sum_scratch_ = arena_.take<double>(sum_scratch_size(n));
       loss_sum_ = arena_.take<double>(1);
       attn_scratch_ = arena_.take<std::uint8_t>(static_cast<std::int64_t>(attention_backward_scratch_bytes<H, Hkv, Hd>(1, n)));

@@ -237,16 +237,29 @@ constexpr void for_each_param(const ModelConfig& c, F&& f) {
   if (!c.tie_embeddings) f(global_spec(GlobalParam::lm_head, 2, c.vocab_size, d, R::head, I::zeros, 0, false, true, true));
 }
 
-template <ModelConfig C>
+// Align: every tensor starts on a multiple of Align elements. Align = 1 is the canonical packed
+// layout (the CPU model, the optimizers, checkpoints); the GPU model keeps a padded copy (Align 128,
+// model/gpt_cuda.cuh) so that no tensor sits off a vector boundary behind an odd-sized one. c_k and
+// c_v always follow c_q directly: the three form one (q | k | v) matrix for a fused projection.
+template <ModelConfig C, std::int64_t Align = 1>
 struct ParamLayout {
+  static_assert(Align >= 1, "alignment must be at least one element");
   using D = Dims<C>;
   static constexpr std::int64_t kAbsent = -1;
+  static constexpr std::int64_t kAlign = Align;
 
   struct Table {
     std::array<std::int64_t, static_cast<int>(GlobalParam::count)> global{};
     std::array<std::array<std::int64_t, static_cast<int>(BlockParam::count)>, kMaxLayers> block{};
     std::int64_t total = 0;
   };
+
+  static constexpr std::int64_t round_up(std::int64_t x) { return (x + Align - 1) / Align * Align; }
+  static constexpr bool follows_previous(const ParamSpec& s) {
+    return s.in_block && (s.block == BlockParam::c_k || s.block == BlockParam::c_v);
+  }
+  // The offset of the next tensor `s` after `end` (the end of the previous one).
+  static constexpr std::int64_t place(const ParamSpec& s, std::int64_t end) { return follows_previous(s) ? end : round_up(end); }
 
   static constexpr Table build() {
     Table t;
@@ -255,6 +268,7 @@ struct ParamLayout {
       for (auto& b : row) b = kAbsent;
     }
     for_each_param(C, [&](const ParamSpec& s) {
+      t.total = place(s, t.total);
       if (s.in_block) {
         t.block[s.layer][static_cast<int>(s.block)] = t.total;
       } else {
@@ -262,6 +276,7 @@ struct ParamLayout {
       }
       t.total += s.numel();
     });
+    t.total = round_up(t.total);
     return t;
   }
   static constexpr Table table = build();
@@ -281,6 +296,7 @@ struct ParamLayout {
     std::vector<ParamSpec> out;
     std::int64_t off = 0;
     for_each_param(C, [&](ParamSpec s) {
+      off = place(s, off);
       s.offset = off;
       off += s.numel();
       out.push_back(s);

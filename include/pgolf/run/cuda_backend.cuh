@@ -7,15 +7,18 @@
 // too; they are for checkpoints and export, not for the step loop.
 //
 // Initialisation is computed on the host (model/init.hpp, the same values as the CPU backend for
-// the same seed) and uploaded; as in the reference, the token embedding is then held in bf16
-// (tok_emb stays a bf16 tensor there: `.bfloat16()` is only undone for CastedLinear weights and
-// small control tensors), so its initial values are rounded to bf16 and the optimizer keeps it so.
+// the same seed) and uploaded; as in the reference, the embedding tables are then held in bf16
+// (tok_emb and the records' other nn.Embedding tables — hash and value embeddings, every
+// ParamRole::embedding tensor — stay bf16 tensors there: `.bfloat16()` is only undone for
+// CastedLinear weights and small control tensors), so their values are rounded to bf16 whenever
+// they are set (init, write_params) and the optimizer keeps them so.
 #pragma once
 
 #if !defined(__CUDACC__)
 #error "pgolf/run/cuda_backend.cuh is for CUDA translation units"
 #endif
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -52,7 +55,8 @@ class CudaStream {
 // optimizer, checkpoints and export use) and in the model's padded DeviceParamLayout<C> (model_params_,
 // weights_bf16_, model_grads_: every tensor aligned for the vector kernels and cuBLASLt; see
 // gpt_cuda.cuh). refresh_model_weights() copies params_ into the model's fp32 and bf16 buffers after
-// every parameter change; forward_backward() copies the model's accumulated gradients into grads_.
+// every parameter change; flat_grads() copies the model's accumulated gradients into grads_ once per
+// optimizer step (not per micro-batch), when something needs them in the flat layout.
 template <ModelConfig C>
 class CudaBackend final : public Backend {
  public:
@@ -78,6 +82,11 @@ class CudaBackend final : public Backend {
     step_loss_.zero(stream_.get());
   }
 
+  // Queued work may still read the buffers (staging slots, activations) that the members free.
+  ~CudaBackend() override { (void)cudaStreamSynchronize(stream_.get()); }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
   std::string device_name() const override {
     int dev = 0;
     PGOLF_CUDA_CHECK(cudaGetDevice(&dev));
@@ -87,15 +96,12 @@ class CudaBackend final : public Backend {
   void init(std::uint64_t seed, const InitOptions& init) override {
     HostBuffer<float> host(kTotal);
     init_params<C>(host.span(), seed, init);
-    // The reference holds tok_emb in bf16 (see the header comment).
-    const std::int64_t emb = Layout::tok_emb, emb_end = emb + std::int64_t{C.vocab_size} * C.model_dim;
-    for (std::int64_t i = emb; i < emb_end; ++i) host[i] = bf16::from_float(host[i]).to_float();
     write_params(host.span());
   }
 
   void zero_grads() override {
-    grads_.zero(stream_.get());
     model_grads_.zero(stream_.get());
+    grads_stale_ = true;  // grads_ becomes model_grads_'s zeros when something asks for it
     step_loss_.zero(stream_.get());
   }
 
@@ -104,8 +110,7 @@ class CudaBackend final : public Backend {
     upload_batch(ids, targets, batch, seq);
     model_.forward_backward(model_params_.data(), weights_bf16_.data(), model_grads_.data(), ids_.data(), targets_.data(), batch, seq,
                             loss_scale, step_loss_.data());
-    // model_grads_ holds the sum over the micro-batches since zero_grads(): grads_ becomes that sum.
-    map_.to_flat(grads_.data(), model_grads_.data(), stream_.get());
+    grads_stale_ = true;  // model_grads_ holds the sum over the micro-batches since zero_grads()
   }
 
   double step_loss() override {
@@ -116,7 +121,7 @@ class CudaBackend final : public Backend {
   }
 
   void optimizer_step(double lr_mul, double muon_momentum) override {
-    optimizer_.step(params_.data(), grads_.data(), lr_mul, muon_momentum, stream_.get());
+    optimizer_.step(params_.data(), flat_grads(), lr_mul, muon_momentum, stream_.get());
     refresh_model_weights();
   }
 
@@ -134,9 +139,14 @@ class CudaBackend final : public Backend {
     PGOLF_CHECK_EQ(static_cast<std::int64_t>(out.size()), kTotal, "parameter buffer of " << describe(C));
     params_.download(out, stream_.get());
   }
+  // The embedding tables are rounded to bf16 (the header comment): weights from an fp32 file or a
+  // dequantized artifact hold values that the reference's bf16 tables cannot.
   void write_params(std::span<const float> in) override {
     PGOLF_CHECK_EQ(static_cast<std::int64_t>(in.size()), kTotal, "parameter buffer of " << describe(C));
-    params_.upload(in, stream_.get());
+    HostBuffer<float> host(kTotal);
+    std::copy(in.begin(), in.end(), host.data());
+    round_embedding_tables(host.span());
+    params_.upload(std::span<const float>(host.data(), host.size()), stream_.get());
     refresh_model_weights();
     stream_.synchronize();  // `in` may be freed by the caller once this returns
   }
@@ -169,13 +179,17 @@ class CudaBackend final : public Backend {
 
   // Device views, for tests and benchmarks.
   const float* device_params() const { return params_.data(); }
-  const float* device_grads() const { return grads_.data(); }
+  // The accumulated gradients in the flat layout (device).
+  const float* device_grads() { return flat_grads(); }
   cudaStream_t stream() const { return stream_.get(); }
   std::size_t activation_bytes() const { return model_.activation_bytes(); }
 
  private:
   // Token ids are checked on the host (a bad id would read outside the embedding on the device),
-  // then copied; pageable-memory async copies return once the data is staged.
+  // written into a page-locked staging slot and copied from there: a copy from pageable memory may
+  // wait for the stream to drain first, which would stall the host between micro-batches while the
+  // GPU idles. Two slots alternate; a slot is rewritten only after its previous copy has finished
+  // (its event), which by then is long past: the wait costs nothing in the steady state.
   void upload_batch(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets, std::int64_t batch, std::int64_t seq) {
     const std::int64_t n = batch * seq;
     PGOLF_CHECK(batch >= 1 && seq >= 1 && seq <= C.max_seq_len,
@@ -192,8 +206,32 @@ class CudaBackend final : public Backend {
       ids_ = cuda::DeviceBuffer<std::int32_t>(n, "token ids");
       targets_ = cuda::DeviceBuffer<std::int32_t>(n, "target ids");
     }
-    PGOLF_CUDA_CHECK(cudaMemcpyAsync(ids_.data(), ids.data(), ids.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
-    PGOLF_CUDA_CHECK(cudaMemcpyAsync(targets_.data(), targets.data(), targets.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
+    StagingSlot& slot = staging_[next_slot_];
+    next_slot_ = 1 - next_slot_;
+    slot.copied.wait_on_host();  // the slot's previous copy has been read by the GPU
+    if (slot.ids.size() < static_cast<std::size_t>(n)) {
+      slot.ids = cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(n), "staged token ids");
+      slot.targets = cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(n), "staged target ids");
+    }
+    std::copy(ids.begin(), ids.end(), slot.ids.data());
+    std::copy(targets.begin(), targets.end(), slot.targets.data());
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(ids_.data(), slot.ids.data(), ids.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
+    PGOLF_CUDA_CHECK(cudaMemcpyAsync(targets_.data(), slot.targets.data(), targets.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
+    slot.copied.record(stream_.get());
+  }
+
+  static void round_embedding_tables(std::span<float> p) {
+    for (const ParamSpec& s : Layout::specs()) {
+      if (s.role != ParamRole::embedding) continue;
+      for (std::int64_t i = s.offset; i < s.offset + s.numel(); ++i) p[i] = bf16::from_float(p[i]).to_float();
+    }
+  }
+
+  // grads_ = the model's accumulated gradients, in the flat layout (copied when they changed).
+  float* flat_grads() {
+    if (grads_stale_) map_.to_flat(grads_.data(), model_grads_.data(), stream_.get());
+    grads_stale_ = false;
+    return grads_.data();
   }
 
   // The model's fp32 and bf16 weights from params_ (after init, write_params, an optimizer step,
@@ -208,8 +246,15 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<float> model_params_;
   cuda::DeviceBuffer<cuda::nv_bf16> weights_bf16_;
   cuda::DeviceBuffer<float> model_grads_;
+  bool grads_stale_ = false;  // model_grads_ changed since grads_ was last copied from it
   cuda::DeviceBuffer<double> step_loss_;
   cuda::DeviceBuffer<std::int32_t> ids_, targets_;
+  struct StagingSlot {
+    cuda::PinnedBuffer<std::int32_t> ids, targets;
+    cuda::CudaEvent copied;  // recorded after this slot's last copy (an unrecorded event counts as complete)
+  };
+  StagingSlot staging_[2];
+  int next_slot_ = 0;
   cuda::DeviceBuffer<float> losses_;
   cuda::CudaOptimizer<C> optimizer_;
   cuda::GptCuda<C> model_;

@@ -929,13 +929,14 @@ void smear_forward(float* out, const float* x, const float* w, const std::uint8_
   rowwise::check_aligned(out, T::kVec, op, "out", D);
   rowwise::check_aligned(x, T::kVec, op, "x", D);
   rowwise::check_aligned(w, T::kVec, op, "w", D);
-  PGOLF_CHECK(n == 0 || out != x, op << ": out must not alias x (each row reads its predecessor)");
+  rowwise::check_disjoint(out, x, n * D, op, "out", "x", "each row reads its predecessor");
   if (n == 0) return;
   emb_detail::smear_forward<D><<<emb_detail::fwd_blocks<D>(n), T::kThreads, 0, stream>>>(out, x, w, blocked, n, post_norm);
   PGOLF_CUDA_LAUNCH_CHECK();
 }
 
-// dx (n, D) written (must not alias dout), dw (D) += (as cpu::smear_backward); x is the forward's input.
+// dx (n, D) written (must not overlap dout or x), dw (D) += (as cpu::smear_backward); x is the
+// forward's input.
 // scratch: smear_backward_scratch_bytes<D>(n) (= column_partials_size(n, D) floats).
 template <int D>
 void smear_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const std::uint8_t* blocked, std::int64_t n,
@@ -947,7 +948,8 @@ void smear_backward(float* dx, float* dw, const float* dout, const float* x, con
   rowwise::check_aligned(dout, C::kVec, op, "dout", D);
   rowwise::check_aligned(x, C::kVec, op, "x", D);
   rowwise::check_aligned(w, C::kVec, op, "w", D);
-  PGOLF_CHECK(n == 0 || dx != dout, op << ": dx must not alias dout (row i reads dout_{i+1})");
+  rowwise::check_disjoint(dx, dout, n * D, op, "dx", "dout", "row i reads dout_{i+1}");
+  rowwise::check_disjoint(dx, x, n * D, op, "dx", "x", "row i reads x_{i-1}");
   if (n == 0) return;
   emb_detail::check_scratch(scratch, smear_backward_scratch_bytes<D>(n), alignof(float), op);
   emb_detail::smear_backward<D><<<rowwise::column_grid<D>(n), C::kThreads, 0, stream>>>(dx, scratch, dout, x, w, blocked, n, post_norm);
@@ -970,13 +972,13 @@ void smear_input_forward(float* out, float* gate_z, const float* x, const float*
   rowwise::check_rows(n, op);
   rowwise::check_aligned(out, T::kVec, op, "out", D);
   rowwise::check_aligned(x, T::kVec, op, "x", D);
-  PGOLF_CHECK(n == 0 || out != x, op << ": out must not alias x (each row reads its predecessor)");
+  rowwise::check_disjoint(out, x, n * D, op, "out", "x", "each row reads its predecessor");
   if (n == 0) return;
   emb_detail::smear_input_forward<D, Win><<<emb_detail::fwd_blocks<D>(n), T::kThreads, 0, stream>>>(out, gate_z, x, W, lambda, blocked, n);
   PGOLF_CUDA_LAUNCH_CHECK();
 }
 
-// dx (n, D) written (must not alias dout), dW (Win) +=, dlambda (1) += (as cpu::smear_input_backward);
+// dx (n, D) written (must not overlap dout or x), dW (Win) +=, dlambda (1) += (as cpu::smear_input_backward);
 // x and gate_z are the forward's input and gate pre-activation.
 // scratch: smear_input_backward_scratch_bytes<D, Win>(n), 4-byte aligned.
 template <int D, int Win>
@@ -989,7 +991,8 @@ void smear_input_backward(float* dx, float* dW, float* dlambda, const float* dou
   rowwise::check_aligned(dx, T::kVec, op, "dx", D);
   rowwise::check_aligned(dout, T::kVec, op, "dout", D);
   rowwise::check_aligned(x, T::kVec, op, "x", D);
-  PGOLF_CHECK(n == 0 || dx != dout, op << ": dx must not alias dout (row i reads dout_{i+1})");
+  rowwise::check_disjoint(dx, dout, n * D, op, "dx", "dout", "row i reads dout_{i+1}");
+  rowwise::check_disjoint(dx, x, n * D, op, "dx", "x", "row i reads x_{i-1}");
   if (n == 0) return;
   emb_detail::check_scratch(scratch, smear_input_backward_scratch_bytes<D, Win>(n), alignof(float), op);
   const std::int64_t chunks = emb_detail::smear_input_chunks<D, Win>(n);

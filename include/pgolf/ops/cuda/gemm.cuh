@@ -9,7 +9,9 @@
 // Dᵀ = op(B)ᵀ · op(A)ᵀ with the operands swapped. An algorithm is chosen by cuBLASLt's heuristic
 // once per (shape, transposes, types, batch, pointer alignment) and cached, so a training step does
 // no heuristic search after its first micro-batch. cuBLASLt gives the same bits run to run on the
-// same GPU model (its reductions, split-K included, have a fixed order).
+// same GPU model (its reductions, split-K included, have a fixed order). With a bf16 output, split-K
+// is restricted to fp32 partial sums (CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE), so the accumulation
+// stays fp32 up to the single final rounding.
 #pragma once
 
 #if !defined(__CUDACC__)
@@ -179,6 +181,12 @@ class GemmEngine {
       for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
         if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &al, sizeof al);
+      }
+      if (out_type == OutType::bf16 && st == CUBLAS_STATUS_SUCCESS) {
+        // Split-K partial sums in fp32 (or no split): the in-place and output-type schemes would add
+        // the partial sums in bf16, and this header promises fp32 accumulation.
+        const std::uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;  // | NONE (0), always allowed
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes);
       }
       cublasLtMatmulHeuristicResult_t result{};
       int found = 0;

@@ -18,8 +18,8 @@
 //   Σ dq·rope(y) = rstd · Σ u·x   (the gain's gradient)   and   d y = gain · u,
 // so one group reduction S = Σ u·x gives both dgain's row term (rstd·S) and the RMSNorm backward
 // dx = rstd·dy − rstd³/Hd · x · gain·S. dgain is summed deterministically: one block per fixed
-// chunk of kReduceRows rows writes a per-chunk partial (fixed order inside the block), then
-// add_partials adds the chunks in order (the scratch is column_partials_size(N, H) floats).
+// chunk of qk_detail::kBackwardChunkRows rows writes a per-chunk partial (fixed order inside the
+// block), then add_partials adds the chunks in order (scratch: qk_norm_rope_scratch_size<H>(N)).
 #pragma once
 
 #include <algorithm>
@@ -271,6 +271,11 @@ struct BackwardShape {
   static_assert(kThreads <= 1024, "qk_norm_rope_backward: one row's heads need at most 1024 lanes");
 };
 
+// Rows per block of the backward (one partial dgain row each). Smaller than the column sums'
+// kReduceRows: one block holds only kRows rows at a time (about 5 for the baseline), so 256-row
+// chunks would give 256 blocks for 65,536 rows (two per SM on an H100); 64-row chunks give 1,024.
+inline constexpr int kBackwardChunkRows = 64;
+
 template <int H, int Hkv, int Hd, int Rd, int W>
 __global__ void __launch_bounds__(BackwardShape<H, Hkv, Hd, Rd>::kThreads)
     qk_norm_rope_backward(nv_bf16* d_qkv, std::int64_t ld_dqkv, float* __restrict__ partials, const nv_bf16* __restrict__ dq,
@@ -289,8 +294,8 @@ __global__ void __launch_bounds__(BackwardShape<H, Hkv, Hd, Rd>::kThreads)
   const int hh = within / L::kTph, sub = within % L::kTph;
   const bool is_q = hh < H;
   const float g = is_q && used ? __ldg(gain + hh) : 1.0f;
-  const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * kReduceRows;
-  const std::int64_t r1 = std::min(r0 + kReduceRows, rows);
+  const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * kBackwardChunkRows;
+  const std::int64_t r1 = std::min(r0 + kBackwardChunkRows, rows);
 
   float acc = 0.0f;  // this lane's Σ over its rows of rstd·S (q heads, sub == 0), in row order
   for (std::int64_t base = r0; base < r1; base += S::kRows) {  // the same trip count for the whole block
@@ -377,15 +382,15 @@ void qk_norm_rope_forward(nv_bf16* q, nv_bf16* k, float* q_rstd, float* k_rstd, 
   PGOLF_CUDA_LAUNCH_CHECK();
 }
 
-// Scratch floats that qk_norm_rope_backward needs for N rows (= column_partials_size(N, H)).
+// Scratch floats that qk_norm_rope_backward needs for N rows: H per chunk of kBackwardChunkRows.
 template <int H>
 std::int64_t qk_norm_rope_scratch_size(std::int64_t rows) {
-  return column_partials_size(rows, H);
+  return ceil_div(rows, static_cast<std::int64_t>(qk_detail::kBackwardChunkRows)) * H;
 }
 
 // Backward: from dq (N, H·Hd) and dk (N, Hkv·Hd) bf16 writes d q_raw and d k_raw (bf16) into
 // columns [0, H·Hd + Hkv·Hd) of d_qkv (row stride ld_dqkv; the v columns are not touched) and adds dgain[H] += Σ dq ⊙ rope(rms_norm(q_raw)), deterministically (scratch:
-// column_partials_size(N, H) floats). The normalised, rotated q is recomputed from qkv and q_rstd.
+// qk_norm_rope_scratch_size<H>(N) floats). The normalised, rotated q is recomputed from qkv and q_rstd.
 template <int H, int Hkv, int Hd, int RotaryDims>
 void qk_norm_rope_backward(nv_bf16* d_qkv, std::int64_t ld_dqkv, float* dgain, const nv_bf16* dq, const nv_bf16* dk, const nv_bf16* qkv,
                            std::int64_t ld_qkv, const float* q_rstd, const float* k_rstd, const float* gain, const DeviceRopeTables& rope,
@@ -398,7 +403,8 @@ void qk_norm_rope_backward(nv_bf16* d_qkv, std::int64_t ld_dqkv, float* dgain, c
   qk_detail::check_rope(rope, RotaryDims, seq);
   PGOLF_CHECK(ld_qkv >= (H + Hkv) * Hd && ld_dqkv >= (H + Hkv) * Hd,
               "qk_norm_rope_backward: ld_qkv " << ld_qkv << " / ld_dqkv " << ld_dqkv << " narrower than q and k");
-  const std::int64_t chunks = reduce_chunks(rows);
+  const std::int64_t chunks = ceil_div(rows, static_cast<std::int64_t>(qk_detail::kBackwardChunkRows));
+  PGOLF_CHECK(chunks <= 0x7fffffffLL, "qk_norm_rope_backward: " << rows << " rows exceed one grid");
   constexpr std::size_t kVecBytes = L::kVec * sizeof(nv_bf16);
   const bool vec = ld_qkv % L::kVec == 0 && ld_dqkv % L::kVec == 0 && qk_detail::aligned_to(qkv, kVecBytes) &&
                    qk_detail::aligned_to(d_qkv, kVecBytes) && qk_detail::aligned_to(dq, kVecBytes) && qk_detail::aligned_to(dk, kVecBytes);

@@ -48,15 +48,21 @@ __global__ void __launch_bounds__(rowwise::RowTiling<D>::kThreads)
   const rowwise::RowPos<D> pos(n);
   if (pos.warp_idle) return;
   // All loads first (the row of x, of dy, of dx when accumulating, and rstd), so that they are in
-  // flight together; dx is read before it is written, by the same thread (dx == dy is safe).
-  rowwise::RowRegs<D> xv = {}, g = {}, old = {};
+  // flight together; dx is read before it is written, by the same thread (dx == dy is safe). A
+  // third register row fits up to 32 values per thread (D <= 1024); wider rows load the old dx in
+  // the store loop instead, so the kernel does not spill.
+  constexpr bool kPrefetchOld = T::kPerLane * T::kVec <= 32;
+  rowwise::RowRegs<D> xv = {}, g = {};
+  [[maybe_unused]] std::conditional_t<kPrefetchOld, rowwise::RowRegs<D>, int> old = {};
   const float s = pos.valid ? rstd[pos.row] : 0.0f;
 #pragma unroll
   for (int j = 0; j < T::kPerLane; ++j) {
     if (!pos.has(j)) continue;
     rowwise::load_pack<T::kVec>(xv[j], x + pos.at(j));
     rowwise::load_pack<T::kVec>(g[j], dy + pos.at(j));
-    if (accumulate) rowwise::load_pack<T::kVec>(old[j], dx + pos.at(j));
+    if constexpr (kPrefetchOld) {
+      if (accumulate) rowwise::load_pack<T::kVec>(old[j], dx + pos.at(j));
+    }
   }
   float dot = 0.0f;
 #pragma unroll
@@ -71,9 +77,18 @@ __global__ void __launch_bounds__(rowwise::RowTiling<D>::kThreads)
 #pragma unroll
   for (int j = 0; j < T::kPerLane; ++j) {
     if (!pos.has(j)) continue;
+    float prev[T::kVec] = {};
+    if (accumulate) {
+      if constexpr (kPrefetchOld) {
+#pragma unroll
+        for (int i = 0; i < T::kVec; ++i) prev[i] = old[j][i];
+      } else {
+        rowwise::load_pack<T::kVec>(prev, dx + pos.at(j));
+      }
+    }
     float o[T::kVec];
 #pragma unroll
-    for (int i = 0; i < T::kVec; ++i) o[i] = (accumulate ? old[j][i] : 0.0f) + (a * g[j][i] - c * xv[j][i]);
+    for (int i = 0; i < T::kVec; ++i) o[i] = (accumulate ? prev[i] : 0.0f) + (a * g[j][i] - c * xv[j][i]);
     rowwise::store_pack<T::kVec>(dx + pos.at(j), o);
   }
 }

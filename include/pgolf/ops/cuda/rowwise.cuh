@@ -198,6 +198,16 @@ void check_aligned(const T* p, int vec, const char* op, const char* name, int d)
 
 inline void check_rows(std::int64_t n, const char* op) { PGOLF_CHECK(n >= 0, op << ": negative row count " << n); }
 
+// Host check for kernels where one thread reads elements that another thread writes: the `count`
+// elements at a and at b must not overlap at all (equal pointers or any partial overlap).
+template <class T, class U>
+void check_disjoint(const T* a, const U* b, std::int64_t count, const char* op, const char* name_a, const char* name_b, const char* why) {
+  if (count <= 0 || a == nullptr || b == nullptr) return;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
+  const auto a1 = a0 + sizeof(T) * static_cast<std::size_t>(count), b1 = b0 + sizeof(U) * static_cast<std::size_t>(count);
+  PGOLF_CHECK(a1 <= b0 || b1 <= a0, op << ": " << name_a << " must not overlap " << name_b << " (" << why << ")");
+}
+
 }  // namespace rowwise
 
 }  // namespace pgolf::cuda

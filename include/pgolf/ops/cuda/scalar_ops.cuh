@@ -209,6 +209,7 @@ __global__ void __launch_bounds__(feat::kThreads) dot_partials(double* partials,
 }
 
 // dst[0] = dst[0] + float(Σ partials · map'(s)), the oracle's G += T(dot_all(...) · s · (1 − s)).
+template <int = 0>  // a template, so that every translation unit may instantiate it (no ODR clash)
 __global__ void __launch_bounds__(feat::kThreads)
     dot_final(float* dst, const double* partials, std::int64_t parts, const float* s, ScalarMap map) {
   __shared__ double red[feat::kThreads / kWarpSize];
@@ -304,7 +305,7 @@ void dot_add(float* dst, const X* x, const Y* y, std::int64_t count, const float
     kernels::dot_partials<1><<<static_cast<unsigned>(parts), feat::kThreads, 0, stream>>>(partials, x, y, count);
   }
   PGOLF_CUDA_LAUNCH_CHECK();
-  kernels::dot_final<<<1, feat::kThreads, 0, stream>>>(dst, partials, parts, s, map);
+  kernels::dot_final<><<<1, feat::kThreads, 0, stream>>>(dst, partials, parts, s, map);
   PGOLF_CUDA_LAUNCH_CHECK();
 }
 

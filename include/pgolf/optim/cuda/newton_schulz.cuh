@@ -126,6 +126,7 @@ __global__ void __launch_bounds__(kNsTileThreads) ns_prepare(nv_bf16* __restrict
 }
 
 // One block per matrix: its tiles' partial sums in a fixed order → the bf16 denominator.
+template <int = 0>  // header kernels are templates: one definition per program, however many units include them
 __global__ void __launch_bounds__(kNsScaleThreads) ns_denoms(float* __restrict__ denom, const double* __restrict__ partials,
                                                             const NsMatrix* __restrict__ mats) {
   __shared__ double scratch[kNsScaleThreads / kWarpSize];
@@ -139,6 +140,7 @@ __global__ void __launch_bounds__(kNsScaleThreads) ns_denoms(float* __restrict__
 }
 
 // X = bf16(X / denom) per matrix (blockIdx.y), IEEE division like the CPU's.
+template <int = 0>
 __global__ void __launch_bounds__(kNsScaleThreads) ns_scale(nv_bf16* __restrict__ X, const float* __restrict__ denom,
                                                            const NsMatrix* __restrict__ mats) {
   const NsMatrix M = mats[blockIdx.y];
@@ -186,7 +188,8 @@ __global__ void __launch_bounds__(kNsTileThreads) ns_apply(float* __restrict__ o
 }  // namespace kernels
 
 // Batch strides: every problem of a batch starts on a 16-byte boundary (GemmEngine declares the
-// alignment of the base pointers only; see the report on gemm.cuh).
+// smallest alignment over the pointers, row strides and batch strides, so an odd stride would send
+// every NS GEMM down cuBLASLt's 2-byte-aligned paths).
 inline std::int64_t ns_batch_stride(std::int64_t elems) { return ceil_div(elems, std::int64_t{8}) * 8; }
 
 // The NS5 iteration on one group: `count` matrices X (m × n, m <= n, rows packed, batch stride
@@ -309,11 +312,11 @@ class NewtonSchulzBatch {
                                                                                                clip_coef, mats_.data(), tile_matrix_.data());
     }
     PGOLF_CUDA_LAUNCH_CHECK();
-    kernels::ns_denoms<<<static_cast<unsigned>(matrices()), kNsScaleThreads, 0, stream>>>(denom_.data(), partials_.data(), mats_.data());
+    kernels::ns_denoms<><<<static_cast<unsigned>(matrices()), kNsScaleThreads, 0, stream>>>(denom_.data(), partials_.data(), mats_.data());
     PGOLF_CUDA_LAUNCH_CHECK();
     const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(ceil_div(max_numel_, kNsScaleThreads * 4), 1024)),
                     static_cast<unsigned>(matrices()));
-    kernels::ns_scale<<<grid, kNsScaleThreads, 0, stream>>>(x_.data(), denom_.data(), mats_.data());
+    kernels::ns_scale<><<<grid, kNsScaleThreads, 0, stream>>>(x_.data(), denom_.data(), mats_.data());
     PGOLF_CUDA_LAUNCH_CHECK();
     result_ = x_.data();
   }

@@ -14,14 +14,16 @@
 // Deliberate differences from the CPU, the reference's dtypes (§1.5):
 //   - tok_emb.weight is a bf16 tensor in the reference (nn.Embedding stays bf16 after
 //     .bfloat16(); only CastedLinear weights and low-dimensional/control tensors go back to fp32),
-//     so its gradient, exp_avg and exp_avg_sq are bf16 too and torch's fused Adam loads them as bf16,
+//     and so are the records' other nn.Embedding tables (BigramHash's and EngramLite's
+//     `*.embed.weight`, the value embedding's; every ParamRole::embedding tensor of ParamLayout),
+//     so their gradients, exp_avg and exp_avg_sq are bf16 too and torch's fused Adam loads them as bf16,
 //     computes in fp32 and stores bf16. With CudaOptimizerOptions::bf16_embedding_storage (default)
 //     the Adam kernel rounds (to nearest even) g, p, m, v as it loads them and p, m, v as it stores
 //     them, the new p computed from the fp32 m and v (the stored ones are rounded afterwards, as in
-//     torch's registers-then-store kernel). With clipping on, the tok_emb gradient is rounded to
-//     bf16 in place before the norm (the reference's norm sees the bf16 gradient); torch rounds that
+//     torch's registers-then-store kernel). With clipping on, these gradients are rounded to bf16
+//     in place before the norm (the reference's norm sees the bf16 gradients); torch rounds each such
 //     tensor's own norm to bf16 too (_foreach_norm on a bf16 tensor), which is not reproduced.
-//     The parameter buffer stays fp32: after a step the tok_emb values are bf16-representable.
+//     The parameter buffer stays fp32: after a step the embedding values are bf16-representable.
 //   - Newton–Schulz runs in bf16 only (NsPrecision::fp32 is a CPU extra: the constructor rejects
 //     it), with the GEMM epilogue's rounding (newton_schulz.cuh explains the difference).
 #pragma once
@@ -47,7 +49,7 @@ namespace pgolf::cuda {
 
 // GPU-only choices (the CPU optimizer has no counterpart).
 struct CudaOptimizerOptions {
-  // tok_emb.weight's Adam update with the reference's bf16 storage of p, g, m, v (see above).
+  // The embedding tables' Adam update with the reference's bf16 storage of p, g, m, v (see above).
   // Off: every Adam tensor is fp32, exactly the CPU optimizer (parity tests).
   bool bf16_embedding_storage = true;
 };
@@ -80,6 +82,7 @@ namespace kernels {
 // many per-layer vectors) get a block each, and the launch is one kernel for all Adam tensors.
 // The arithmetic is the CPU's expression for expression (fp32; nvcc may contract a·b + c into an
 // FMA where g++ does too or does not: results agree to an ulp, not always bit for bit).
+template <int = 0>  // a template, so that every translation unit may instantiate it (no ODR clash)
 __global__ void __launch_bounds__(kAdamThreads) adam_step(float* __restrict__ P, const float* __restrict__ G, float* __restrict__ Mom,
                                                           float* __restrict__ Var, const AdamChunk* __restrict__ chunks, AdamScalars s,
                                                           const float* __restrict__ clip_coef) {
@@ -166,11 +169,8 @@ class CudaOptimizer {
         muon.push_back(NsInput{s.offset, s.shape[0], s.shape[1]});
         continue;
       }
-      const bool bf = cuda_opt_.bf16_embedding_storage && !s.in_block && s.global == GlobalParam::tok_emb;
-      if (bf) {
-        emb_offset_ = s.offset;
-        emb_numel_ = s.numel();
-      }
+      const bool bf = cuda_opt_.bf16_embedding_storage && s.role == ParamRole::embedding;
+      if (bf) bf16_tensors_.push_back({s.offset, s.numel()});
       for (std::int64_t b = 0; b < s.numel(); b += kAdamChunk) {
         AdamChunk ch;
         ch.begin = s.offset + b;
@@ -210,14 +210,13 @@ class CudaOptimizer {
 
   // One optimizer step over the flat device buffers (ParamLayout<C>::total floats each): exactly
   // Optimizer<C>::step (with the differences above). lr_mul scales every base LR; muon_momentum is
-  // this step's μ. Gradients may be modified (the bf16 tok_emb gradient, when clipping). No host
+  // this step's μ. Gradients may be modified (the bf16 embedding gradients, when clipping). No host
   // synchronisation.
   void step(float* params, float* grads, double lr_mul, double muon_momentum, cudaStream_t stream) {
     const float* clip = nullptr;
     if (opt_.grad_clip_norm > 0) {
-      if (emb_numel_ > 0) {
-        kernels::round_bf16_inplace<><<<grid_for(emb_numel_, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(grads + emb_offset_,
-                                                                                                                  emb_numel_);
+      for (const auto& t : bf16_tensors_) {
+        kernels::round_bf16_inplace<><<<grid_for(t.numel, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(grads + t.offset, t.numel);
         PGOLF_CUDA_LAUNCH_CHECK();
       }
       sum_squares(norm_.data(), grads, Layout::total, sum_scratch_.data(), false, stream);
@@ -242,7 +241,7 @@ class CudaOptimizer {
       s.one_minus_beta2 = 1.0f - s.beta2;
       s.bc2_sqrt = static_cast<float>(bc2_sqrt);
       s.eps = static_cast<float>(opt_.adam_eps);
-      kernels::adam_step<<<static_cast<unsigned>(adam_chunks_count_), kAdamThreads, 0, stream>>>(
+      kernels::adam_step<><<<static_cast<unsigned>(adam_chunks_count_), kAdamThreads, 0, stream>>>(
           params, grads, adam_m_.data(), adam_v_.data(), adam_chunks_.data(), s, clip);
       PGOLF_CUDA_LAUNCH_CHECK();
     }
@@ -327,7 +326,10 @@ class CudaOptimizer {
   CudaOptimizerOptions cuda_opt_;
   GemmEngine* gemm_;
   std::int64_t adam_step_ = 0;
-  std::int64_t emb_offset_ = 0, emb_numel_ = 0;  // the bf16-stored Adam tensor (numel 0: none)
+  struct FlatRange {
+    std::int64_t offset = 0, numel = 0;
+  };
+  std::vector<FlatRange> bf16_tensors_;  // the bf16-stored Adam tensors (the embedding tables)
   std::size_t adam_chunks_count_ = 0;
   DeviceBuffer<AdamChunk> adam_chunks_;
   NewtonSchulzBatch ns_;
