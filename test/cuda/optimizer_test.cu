@@ -4,14 +4,14 @@
 //   - Adam and the Muon momentum buffers: the same fp32 formulas on both sides; only FMA
 //     contraction may differ (nvcc and g++ each fuse a·b + c where they like), i.e. an ulp or so:
 //     parameters to 1e-6 absolute / 1e-6 relative, moments to 1e-5 relative of the tensor's largest.
-//   - Muon parameters: the GPU's Newton–Schulz rounds once per GEMM (cuBLASLt's epilogue) where the
-//     CPU's bf16 emulation rounds at every PyTorch op, and sums in another order; five quintic steps
-//     amplify single-ulp differences (newton_schulz.cuh). A CPU model of both rounding schemes put
-//     the relative Frobenius distance of one update at ≤ 5.4% from the CPU's bf16 emulation and
-//     ≤ 2.7% from the fp32 iteration (worst of 300–1000 random matrices per shape, shapes 12×48 to
-//     1024×512), and ≤ 1.4% between two summation orders of the GPU's own scheme. The bounds below
-//     (8%, 5%, 3%) leave 1.5–2× of room; matrices under 8×8 get 16% and 8% (see the NS test). The momentum does not depend on the update, so the
-//     difference does not compound over steps: the bound applies to the summed update p_T − p_0.
+//   - Muon parameters: the GPU's Newton–Schulz rounds at the same points as the CPU's bf16 emulation
+//     (the reference's bf16 ops); only the GEMMs' summation order differs, and five quintic steps
+//     amplify single-ulp differences (newton_schulz.cuh). A CPU model with another summation order
+//     put one update within 2.4% (relative Frobenius) of the emulation, and the emulation 2.6–6.5%
+//     from the fp32 iteration (worst of 6–60 random matrices per shape, 5×7 to 256×512). The bounds
+//     below: 5% against the emulation, 8% against fp32 (10% under 8×8, see the NS test). The
+//     momentum does not depend on the update, so the difference does not compound over steps: the
+//     bound applies to the summed update p_T − p_0.
 //   - Anything about storage rounding (bf16 embedding, the normalised NS input) is checked bit for
 //     bit where the arithmetic allows, else ≥ 99.9% bit-identical and the rest within a bf16 ulp.
 #include <gtest/gtest.h>
@@ -192,8 +192,8 @@ void expect_parity_with_cpu(const OptimizerOptions& opt, const std::string& what
     if (s.role == ParamRole::matrix) {
       const double rel_bf16 = relative_update_error(gpu.params, cpu.params, p0, s);
       const double rel_fp32 = relative_update_error(gpu.params, cpu32.params, p0, s);
-      EXPECT_LT(rel_bf16, 0.08) << s.name() << ": Muon update vs the CPU's bf16 Newton-Schulz emulation";
-      EXPECT_LT(rel_fp32, 0.05) << s.name() << ": Muon update vs the CPU's fp32 Newton-Schulz";
+      EXPECT_LT(rel_bf16, 0.05) << s.name() << ": Muon update vs the CPU's bf16 Newton-Schulz emulation";
+      EXPECT_LT(rel_fp32, 0.08) << s.name() << ": Muon update vs the CPU's fp32 Newton-Schulz";
       EXPECT_TRUE(close_state(slice(gpu.state.muon, s), slice(cpu.state.muon, s))) << s.name() << ": momentum buffer";
     } else {
       EXPECT_TRUE(all_close(slice(gpu.params, s), slice(cpu.params, s), 1e-6, 1e-6)) << s.name() << ": Adam parameter";
@@ -347,7 +347,7 @@ TEST_F(CudaOptimizerTest, DownloadUploadAndSnapshotRestoreContinueBitIdentically
   }
   for (const ParamSpec& s : L::specs()) {
     if (s.role == ParamRole::matrix) {
-      EXPECT_LT(relative_update_error(p4, pcpu, p2, s), 0.08) << s.name();
+      EXPECT_LT(relative_update_error(p4, pcpu, p2, s), 0.05) << s.name();
     } else {
       EXPECT_TRUE(all_close(slice(p4, s), slice(pcpu, s), 1e-6, 1e-6)) << s.name();
     }
@@ -482,35 +482,6 @@ TEST_F(CudaOptimizerTest, Bf16EmbeddingStorageRoundsWhereTheReferenceStores) {
 
 // ------------------------------------------------------------------ Newton–Schulz on its own
 
-// A CPU model of the GPU's rounding: fp32 products, one bf16 rounding per GEMM (epilogue fused).
-std::vector<float> ns_fused_model(const std::vector<float>& G, std::int64_t rows, std::int64_t cols, int steps) {
-  const bool tr = rows > cols;
-  const std::int64_t m = tr ? cols : rows, n = tr ? rows : cols;
-  std::vector<float> X(static_cast<std::size_t>(m * n)), A(static_cast<std::size_t>(m * m)), AA(A.size()), B(A.size()), BX(X.size());
-  double ss = 0;
-  for (float g : G) ss += static_cast<double>(round_to_bf16(g)) * round_to_bf16(g);
-  const float denom = round_to_bf16(round_to_bf16(static_cast<float>(std::sqrt(ss))) + kNsNormEps);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t c = 0; c < cols; ++c) {
-      const float v = round_to_bf16(round_to_bf16(G[r * cols + c]) / denom);
-      (tr ? X[c * rows + r] : X[r * cols + c]) = v;
-    }
-  }
-  for (int s = 0; s < steps; ++s) {
-    cpu::gemm<float>(cpu::Trans::no, cpu::Trans::yes, m, m, n, X.data(), n, X.data(), n, A.data(), m, false);
-    for (auto& a : A) a = round_to_bf16(a);
-    cpu::gemm<float>(cpu::Trans::no, cpu::Trans::no, m, m, m, A.data(), m, A.data(), m, AA.data(), m, false);
-    for (std::size_t i = 0; i < A.size(); ++i) B[i] = round_to_bf16(kNsC * AA[i] + kNsB * A[i]);
-    cpu::gemm<float>(cpu::Trans::no, cpu::Trans::no, m, n, m, B.data(), m, X.data(), n, BX.data(), n, false);
-    for (std::size_t i = 0; i < X.size(); ++i) X[i] = round_to_bf16(BX[i] + kNsA * X[i]);
-  }
-  std::vector<float> out(G.size());
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t c = 0; c < cols; ++c) out[r * cols + c] = tr ? X[c * rows + r] : X[r * cols + c];
-  }
-  return out;
-}
-
 struct NsCase {
   std::vector<cuda::NsInput> inputs;
   std::vector<float> G;  // flat, with gaps between the matrices
@@ -588,21 +559,20 @@ TEST_F(CudaOptimizerTest, NewtonSchulzMatchesTheCpuWithinTheRoundingBounds) {
       std::vector<float> G(c.G.begin() + in.offset, c.G.begin() + in.offset + n), bf(n), f32(n);
       newton_schulz5(bf.data(), G.data(), in.rows, in.cols, steps, NsPrecision::bf16);
       newton_schulz5(f32.data(), G.data(), in.rows, in.cols, steps, NsPrecision::fp32);
-      auto fused = ns_fused_model(G, in.rows, in.cols, steps);
       const float a = aspect_of(in);
       for (std::int64_t i = 0; i < n; ++i) {
         bf[i] = round_to_bf16(bf[i] * a);
         f32[i] = f32[i] * a;
-        fused[i] = round_to_bf16(fused[i] * a);
       }
       const std::vector<float> g(got.begin() + in.offset, got.begin() + in.offset + n);
       const std::string what = std::to_string(in.rows) + "x" + std::to_string(in.cols) + ", " + std::to_string(steps) + " steps";
-      EXPECT_LT(testing::relative_l2_error(g, fused), steps == 1 ? 0.01 : 0.03) << what << ": vs a CPU model of the GPU's rounding";
-      // Matrices with fewer than 8 rows and columns have few singular values, each one's error
-      // counts: the model of the rounding gave up to 10.7% (bf16 emulation) and 4.5% (fp32) on 5×7.
+      // The same rounding points: only the GEMMs' summation order differs (a CPU model of another
+      // order: 0 after one step, <= 2.4% after five; see the file comment).
+      EXPECT_LT(testing::relative_l2_error(g, bf), steps == 1 ? 0.01 : 0.05) << what << ": vs the CPU's bf16 emulation";
+      // bf16 against fp32: the emulation itself is <= 0.6% (one step) and <= 4.4% (five) from fp32,
+      // 6.5% for matrices under 8×8 (few singular values: each one's error counts).
       const bool tiny = std::min(in.rows, in.cols) < 8;
-      EXPECT_LT(testing::relative_l2_error(g, bf), tiny ? 0.16 : 0.08) << what << ": vs the CPU's bf16 emulation";
-      EXPECT_LT(testing::relative_l2_error(g, f32), tiny ? 0.08 : 0.05) << what << ": vs fp32";
+      EXPECT_LT(testing::relative_l2_error(g, f32), steps == 1 ? 0.015 : (tiny ? 0.10 : 0.07)) << what << ": vs fp32";
     }
   }
 }

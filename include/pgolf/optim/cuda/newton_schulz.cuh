@@ -14,25 +14,28 @@
 //   denoms    (one block per matrix) the tiles' partial sums added in a fixed order (deterministic)
 //             → denom = bf16(bf16(‖X‖_F) + 1e-7), the reference's `X /= X.norm() + eps` in bf16;
 //   scale     X = bf16(X / denom);
-//   iterate   per group and step, three batched GEMMs (fp32 accumulation, bf16 output):
-//               A  = X·Xᵀ
-//               B  = c·(A·A) + b·A        alpha = c, beta = b, C = A
-//               X' = B·X + a·X            alpha = 1, beta = a, C = X, D = the other (ping-pong) buffer
+//   iterate   per group and step, the reference's bf16 ops in its order (Python evaluates
+//             `c * A @ A` as (c·A)·A): three batched GEMMs (fp32 accumulation, bf16 output, no
+//             epilogue arithmetic) and three element-wise passes, each rounding where PyTorch does:
+//               A  = bf16(X·Xᵀ)
+//               cA = bf16(c·A)                      (ns_scale_bf16)
+//               T  = bf16(cA·A)
+//               B  = bf16(bf16(b·A) + T)            (ns_axpy_bf16, in place over T)
+//               U  = bf16(B·X)                      (into the ping-pong buffer)
+//               X' = bf16(bf16(a·X) + U)            (ns_axpy_bf16, in place over U)
 //   apply     (tiles again, un-transposing through shared memory)
 //               p ← p·(1 − lr·wd) − lr·bf16(aspect·O),  aspect = √max(1, rows/cols).
 //
-// ROUNDING VERSUS THE CPU EMULATION. The reference evaluates `B = b*A + c*A@A` and
-// `X = a*X + B@X` as separate bf16 ops, and the CPU's newton_schulz5(bf16) rounds exactly there:
-// bf16(c·A) before the product, bf16(b·A), bf16((c·A)·A) and bf16 of their sum; likewise bf16(a·X),
-// bf16(B·X) and their sum. cuBLASLt's epilogue forms alpha·acc + beta·C in fp32 and rounds once, so
-// the GPU has one rounding per GEMM where the reference has four (B) and three (X'). That is more
-// accurate, not less, but not the same bits; with the GEMMs' different summation order, and the
-// quintic's slope of up to ~3.4 per step amplifying single-ulp differences over five steps, the
-// orthogonalised update differs from the CPU's bf16 emulation by ~3–5% (relative Frobenius, measured
-// by a CPU model of the GPU's rounding on 300–1000 random matrices per shape; up to ~11% for
-// matrices under 8×8) and from the fp32 iteration by ~1–2.5%. test/cuda/optimizer_test.cu bounds
-// both (8% and 5%; 16% and 8% under 8×8), and bounds the GPU against a CPU model of exactly its own
-// rounding points (3%: summation order only).
+// ROUNDING VERSUS THE CPU EMULATION. The rounding points are the CPU's newton_schulz5(bf16) ones,
+// which are the reference's; what differs is the GEMMs' summation order (cuBLASLt's tiles and split
+// versus the CPU's loop), and the quintic's slope of up to ~3.4 per step amplifies a single-ulp
+// difference over five steps. A CPU model with another summation order (K in reversed 16-blocks)
+// put the update within 2.4% (relative Frobenius) of the CPU's emulation after five steps, 0 after
+// one (worst of 6–60 random matrices per shape, 5×7 to 256×512); the emulation itself is 2.6–6.5%
+// from the fp32 iteration (bf16 rounding). test/cuda/optimizer_test.cu bounds both. (Rounding once
+// per GEMM in cuBLASLt's epilogue instead, c·(A·A) + b·A and B·X + a·X, would save the three passes
+// and lands closer to fp32, 1–3%, but 3–6% away from the reference's bits: not the reference's
+// computation.)
 //
 // Everything is launched on one stream without host synchronisation. The GEMMs of different groups
 // run one after another: GemmEngine has one cuBLASLt workspace, so its calls must not overlap.
@@ -185,6 +188,25 @@ __global__ void __launch_bounds__(kNsTileThreads) ns_apply(float* __restrict__ o
   }
 }
 
+// out = bf16(s · in): a Python float times a bf16 tensor in PyTorch (fp32 math, one rounding).
+template <int = 0>
+__global__ void ns_scale_bf16(nv_bf16* __restrict__ out, const nv_bf16* __restrict__ in, float s, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = __float2bfloat16_rn(s * __bfloat162float(in[i]));
+  }
+}
+
+// io = bf16(bf16(s · x) + io): PyTorch's `s * x + io` on bf16 tensors (two ops, two roundings).
+template <int = 0>
+__global__ void ns_axpy_bf16(nv_bf16* __restrict__ io, const nv_bf16* __restrict__ x, float s, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const float sx = __bfloat162float(__float2bfloat16_rn(s * __bfloat162float(x[i])));
+    io[i] = __float2bfloat16_rn(sx + __bfloat162float(io[i]));
+  }
+}
+
 }  // namespace kernels
 
 // Batch strides: every problem of a batch starts on a 16-byte boundary (GemmEngine declares the
@@ -193,19 +215,28 @@ __global__ void __launch_bounds__(kNsTileThreads) ns_apply(float* __restrict__ o
 inline std::int64_t ns_batch_stride(std::int64_t elems) { return ceil_div(elems, std::int64_t{8}) * 8; }
 
 // The NS5 iteration on one group: `count` matrices X (m × n, m <= n, rows packed, batch stride
-// ns_batch_stride(m·n)) in `x`; `y` is the ping-pong buffer of the same size, `a` and `b` hold
-// count matrices m × m (stride ns_batch_stride(m·m)) each. Returns the buffer that holds the
-// result (x after an even number of steps, y after an odd one).
-inline nv_bf16* newton_schulz5_iterate(GemmEngine& gemm, nv_bf16* x, nv_bf16* y, nv_bf16* a, nv_bf16* b, std::int64_t m, std::int64_t n,
-                                       int count, int steps, cudaStream_t stream) {
+// ns_batch_stride(m·n)) in `x`; `y` is the ping-pong buffer of the same size; `a`, `b` and `ca`
+// hold count matrices m × m (stride ns_batch_stride(m·m)) each. Returns the buffer that holds the
+// result (x after an even number of steps, y after an odd one). The element-wise passes run over
+// the whole strided range, padding included (never read by the GEMMs).
+inline nv_bf16* newton_schulz5_iterate(GemmEngine& gemm, nv_bf16* x, nv_bf16* y, nv_bf16* a, nv_bf16* b, nv_bf16* ca, std::int64_t m,
+                                       std::int64_t n, int count, int steps, cudaStream_t stream) {
   const std::int64_t mn = ns_batch_stride(m * n), mm = ns_batch_stride(m * m);
+  const std::int64_t all_mm = count * mm, all_mn = count * mn;
+  const unsigned grid_mm = grid_for(all_mm, kElementwiseThreads), grid_mn = grid_for(all_mn, kElementwiseThreads);
   for (int s = 0; s < steps; ++s) {
-    // A = X·Xᵀ
+    // A = bf16(X·Xᵀ)
     gemm.gemm(Trans::no, Trans::yes, m, m, n, 1.0f, x, n, x, n, 0.0f, nullptr, a, m, OutType::bf16, stream, GemmBatch{count, mn, mn, mm});
-    // B = c·(A·A) + b·A
-    gemm.gemm(Trans::no, Trans::no, m, m, m, kNsC, a, m, a, m, kNsB, a, b, m, OutType::bf16, stream, GemmBatch{count, mm, mm, mm});
-    // X' = B·X + a·X (into the other buffer: D must not alias an operand)
-    gemm.gemm(Trans::no, Trans::no, m, n, m, 1.0f, b, m, x, n, kNsA, x, y, n, OutType::bf16, stream, GemmBatch{count, mm, mn, mn});
+    // cA = bf16(c·A); T = bf16(cA·A) into b; B = bf16(bf16(b·A) + T) in place
+    kernels::ns_scale_bf16<><<<grid_mm, kElementwiseThreads, 0, stream>>>(ca, a, kNsC, all_mm);
+    PGOLF_CUDA_LAUNCH_CHECK();
+    gemm.gemm(Trans::no, Trans::no, m, m, m, 1.0f, ca, m, a, m, 0.0f, nullptr, b, m, OutType::bf16, stream, GemmBatch{count, mm, mm, mm});
+    kernels::ns_axpy_bf16<><<<grid_mm, kElementwiseThreads, 0, stream>>>(b, a, kNsB, all_mm);
+    PGOLF_CUDA_LAUNCH_CHECK();
+    // U = bf16(B·X) into the other buffer; X' = bf16(bf16(a·X) + U) in place there
+    gemm.gemm(Trans::no, Trans::no, m, n, m, 1.0f, b, m, x, n, 0.0f, nullptr, y, n, OutType::bf16, stream, GemmBatch{count, mm, mn, mn});
+    kernels::ns_axpy_bf16<><<<grid_mn, kElementwiseThreads, 0, stream>>>(y, x, kNsA, all_mn);
+    PGOLF_CUDA_LAUNCH_CHECK();
     std::swap(x, y);
   }
   return x;
@@ -285,9 +316,14 @@ class NewtonSchulzBatch {
     y_ = DeviceBuffer<nv_bf16>(static_cast<std::size_t>(ws), "Newton-Schulz X (ping-pong)");
     a_ = DeviceBuffer<nv_bf16>(static_cast<std::size_t>(scratch), "Newton-Schulz A = X Xt");
     b_ = DeviceBuffer<nv_bf16>(static_cast<std::size_t>(scratch), "Newton-Schulz B");
-    // The tails of the padded group ranges are never written by the kernels; zero them once.
+    ca_ = DeviceBuffer<nv_bf16>(static_cast<std::size_t>(scratch), "Newton-Schulz c·A");
+    // The padding between and after the matrices is never written by the GEMMs; zero it once (the
+    // element-wise passes compute on it, harmlessly, and nothing reads it back).
     x_.zero();
     y_.zero();
+    a_.zero();
+    b_.zero();
+    ca_.zero();
     PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
@@ -325,7 +361,8 @@ class NewtonSchulzBatch {
   void iterate(GemmEngine& gemm, int steps, cudaStream_t stream) {
     if (empty()) return;
     for (const Group& g : groups_) {
-      newton_schulz5_iterate(gemm, x_.data() + g.ws_offset, y_.data() + g.ws_offset, a_.data(), b_.data(), g.m, g.n, g.count, steps, stream);
+      newton_schulz5_iterate(gemm, x_.data() + g.ws_offset, y_.data() + g.ws_offset, a_.data(), b_.data(), ca_.data(), g.m, g.n, g.count,
+                             steps, stream);
     }
     result_ = steps % 2 == 0 ? x_.data() : y_.data();  // every group alternates the same way
   }
@@ -366,7 +403,7 @@ class NewtonSchulzBatch {
   DeviceBuffer<int> tile_matrix_;
   DeviceBuffer<double> partials_;
   DeviceBuffer<float> denom_;
-  DeviceBuffer<nv_bf16> x_, y_, a_, b_;
+  DeviceBuffer<nv_bf16> x_, y_, a_, b_, ca_;
   nv_bf16* result_ = nullptr;
 };
 
