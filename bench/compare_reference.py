@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side training run: the reference train_gpt.py (openai/parameter-golf, fetched separately and
 never committed here) and pgolf's baseline_train, on the same GPU, the same shards, the same
-configuration and the same number of steps, one after the other in one invocation.
+configuration and the same number of steps, one after the other in one invocation (pgolf first;
+each runs even if the other fails, and --json is rewritten after each).
 
 Both programs read the same environment variables (DATA_PATH, TOKENIZER_PATH, ITERATIONS,
 TRAIN_BATCH_TOKENS, TRAIN_SEQ_LEN, WARMUP_STEPS, VAL_LOSS_EVERY, ...) and print the same log lines
@@ -22,33 +23,41 @@ import time
 
 VAL_RE = re.compile(r"^step:(\d+)/(\d+) val_loss:([0-9.]+) val_bpb:([0-9.]+) train_time:(\d+)ms step_avg:([0-9.]+)ms")
 TRAIN_RE = re.compile(r"^step:(\d+)/(\d+) train_loss:([0-9.]+) train_time:(\d+)ms step_avg:([0-9.]+)ms")
+# The round trip through the compressed int8 artifact: the reference's zlib, pgolf's zstd.
+ROUNDTRIP_RE = re.compile(r"^final_int8_(?:zlib|zstd)_roundtrip val_loss:([0-9.]+) val_bpb:([0-9.]+)")
 
 
 def run(name, cmd, env, cwd, log_path):
+    """Runs one program, its output into log_path; the parsed figures, or None when it failed."""
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     start = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             log.write(line)
+            log.flush()
             if VAL_RE.match(line) or line.startswith(("step:1/", "final_", "error", "Traceback")):
                 print(f"  [{name}] {line.rstrip()}", flush=True)
         rc = proc.wait()
     if rc != 0:
-        sys.exit(f"{name} failed with exit code {rc}; its output is in {log_path}")
-    return parse(log_path, time.time() - start)
+        print(f"{name} failed with exit code {rc}; its output is in {log_path}", file=sys.stderr, flush=True)
+        return None
+    return parse(name, log_path, time.time() - start)
 
 
-def parse(log_path, wall_s):
-    vals, trains = [], []
+def parse(name, log_path, wall_s):
+    vals, trains, roundtrip = [], [], None
     with open(log_path) as f:
         for line in f:
             if m := VAL_RE.match(line):
                 vals.append(m)
             elif m := TRAIN_RE.match(line):
                 trains.append(m)
+            elif m := ROUNDTRIP_RE.match(line):
+                roundtrip = {"val_loss": float(m.group(1)), "val_bpb": float(m.group(2))}
     if not vals:
-        sys.exit(f"no validation line in {log_path}")
+        print(f"{name}: no validation line in {log_path}", file=sys.stderr, flush=True)
+        return None
     last = vals[-1]
     return {
         "step": int(last.group(1)),
@@ -57,9 +66,20 @@ def parse(log_path, wall_s):
         "train_time_ms": float(last.group(5)),
         "step_avg_ms": float(last.group(6)),
         "train_losses": [float(m.group(3)) for m in trains],
+        "int8_roundtrip": roundtrip,
         "wall_s": wall_s,
         "log": log_path,
     }
+
+
+def preflight(pgolf):
+    """pgolf's binary must start (its shared libraries found) before minutes go to the reference."""
+    try:
+        proc = subprocess.run([pgolf, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    except OSError as e:
+        sys.exit(f"cannot run {pgolf}: {e}")
+    if proc.returncode != 0:
+        sys.exit(f"{pgolf} --help failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
 
 
 def main():
@@ -68,11 +88,12 @@ def main():
     p.add_argument("--pgolf", required=True, help="path of pgolf's baseline_train binary")
     p.add_argument("--data-path", required=True, help="shards in the reference format (fineweb_{train,val}_*.bin)")
     p.add_argument("--tokenizer-path", required=True, help="the SentencePiece .model of those shards")
-    p.add_argument("--iterations", type=int, default=200, help="training steps of each program")
+    p.add_argument("--iterations", type=int, default=200, help="training steps of each program (step_avg does not depend on it)")
     p.add_argument("--train-batch-tokens", type=int, default=524288)
     p.add_argument("--train-seq-len", type=int, default=1024)
     p.add_argument("--warmup-steps", type=int, default=20, help="untimed priming steps (torch.compile happens here)")
     p.add_argument("--python", default=sys.executable, help="interpreter for the reference")
+    p.add_argument("--pgolf-device", default="cuda", help="pgolf's DEVICE (cpu only to try this script on a machine without a GPU)")
     p.add_argument("--workdir", default=None, help="where both programs write their logs and weights (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
@@ -96,29 +117,42 @@ def main():
         "SEED": "1337",
         "RUN_ID": "side_by_side",
     })
-    ref = run("reference", [args.python, os.path.abspath(args.reference)], env, workdir, os.path.join(workdir, "reference.log"))
-    env_pgolf = dict(env, OUT_DIR=os.path.join(workdir, "pgolf-runs"), DEVICE="cuda")
-    ours = run("pgolf", [os.path.abspath(args.pgolf)], env_pgolf, workdir, os.path.join(workdir, "pgolf.log"))
-
+    preflight(os.path.abspath(args.pgolf))
     tokens = args.train_batch_tokens
-    result = {
-        "iterations": args.iterations,
-        "train_batch_tokens": tokens,
-        "train_seq_len": args.train_seq_len,
-        "reference": dict(ref, tokens_per_s=tokens / (ref["step_avg_ms"] / 1000.0)),
-        "pgolf": dict(ours, tokens_per_s=tokens / (ours["step_avg_ms"] / 1000.0)),
-    }
-    result["throughput_ratio"] = result["pgolf"]["tokens_per_s"] / result["reference"]["tokens_per_s"]
-    result["val_bpb_difference"] = ours["val_bpb"] - ref["val_bpb"]
+    result = {"iterations": args.iterations, "train_batch_tokens": tokens, "train_seq_len": args.train_seq_len}
+
+    def record(name, figures):
+        result[name] = dict(figures, tokens_per_s=tokens / (figures["step_avg_ms"] / 1000.0)) if figures else None
+        if args.json:  # after each program: a run stopped later still leaves what finished
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+
+    # pgolf first (the shorter run, and the one whose failure says the most), then the reference;
+    # each runs even if the other failed.
+    env_pgolf = dict(env, OUT_DIR=os.path.join(workdir, "pgolf-runs"), DEVICE=args.pgolf_device)
+    record("pgolf", run("pgolf", [os.path.abspath(args.pgolf)], env_pgolf, workdir, os.path.join(workdir, "pgolf.log")))
+    record("reference", run("reference", [args.python, os.path.abspath(args.reference)], env, workdir,
+                            os.path.join(workdir, "reference.log")))
+
     for name in ("reference", "pgolf"):
         r = result[name]
+        if r is None:
+            print(f"{name:9s} failed (see its log in {workdir})")
+            continue
+        rt = r["int8_roundtrip"]
         print(f"{name:9s} step:{r['step']} val_loss:{r['val_loss']:.4f} val_bpb:{r['val_bpb']:.4f} "
-              f"step_avg:{r['step_avg_ms']:.2f}ms tokens/s:{r['tokens_per_s']:.0f}")
-    print(f"throughput_ratio (pgolf/reference): {result['throughput_ratio']:.3f}")
-    print(f"val_bpb difference (pgolf - reference): {result['val_bpb_difference']:+.4f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+              f"step_avg:{r['step_avg_ms']:.2f}ms tokens/s:{r['tokens_per_s']:.0f}"
+              + (f" int8_roundtrip_val_bpb:{rt['val_bpb']:.4f}" if rt else ""))
+    if result["reference"] and result["pgolf"]:
+        result["throughput_ratio"] = result["pgolf"]["tokens_per_s"] / result["reference"]["tokens_per_s"]
+        result["val_bpb_difference"] = result["pgolf"]["val_bpb"] - result["reference"]["val_bpb"]
+        print(f"throughput_ratio (pgolf/reference): {result['throughput_ratio']:.3f}")
+        print(f"val_bpb difference (pgolf - reference): {result['val_bpb_difference']:+.4f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+    else:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

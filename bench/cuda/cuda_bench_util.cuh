@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "pgolf/core/cuda_runtime.cuh"
+#include "pgolf/core/philox.hpp"
 #include "pgolf/ops/cuda/common.cuh"
 
 namespace pgolf::bench {
@@ -85,13 +86,50 @@ inline void report_bytes(benchmark::State& state, double bytes_per_iteration) {
   state.counters["of_peak"] = benchmark::Counter(bytes_per_iteration / peak_bytes_per_second() * iterations, benchmark::Counter::kIsRate);
 }
 
+namespace kernels {
+// Keeps the stream busy for about `cycles` clock cycles (see time_launches).
+template <int = 0>
+__global__ void spin(long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+
+template <class T>
+__global__ void fill_normal(T* x, std::int64_t n, RandomStream rng, float std) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    x[i] = cuda::from_float<T>(std * rng.normal(static_cast<std::uint64_t>(i)));
+  }
+}
+}  // namespace kernels
+
+// A device buffer of N(0, std²) values drawn on the GPU (Philox, the project's RandomStream): a
+// host loop would spend seconds per benchmark call on the ~100M values of the training shapes, and
+// Google Benchmark calls each benchmark function several times (1, 10, 100, ... iterations).
+template <class T>
+DeviceBuffer<T> random_device(std::int64_t n, std::uint64_t stream, float std, const char* what) {
+  DeviceBuffer<T> d(static_cast<std::size_t>(n), what);
+  if (n > 0) {
+    kernels::fill_normal<T><<<cuda::grid_for(n, 256), 256>>>(d.data(), n, RandomStream(1234, stream), std);
+    PGOLF_CUDA_LAUNCH_CHECK();
+    PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  return d;
+}
+
 // Times `launch` on `stream`: one warm-up call (first-use costs), then one timed call per iteration.
+// Before each start event a short spin kernel occupies the stream (20 µs at ~2 GHz), so that the
+// launches are queued behind it and the timed span holds the GPU's work, not the host's launch
+// latency (nvbench's "blocking kernel"; without it a 30 µs kernel reads ~10% slow).
 template <class Launch>
 void time_launches(benchmark::State& state, Launch&& launch, cudaStream_t stream = nullptr) {
+  constexpr long long kSpinCycles = 40'000;
   launch();
   PGOLF_CUDA_CHECK(cudaStreamSynchronize(stream));
   GpuTimer timer(stream);
   for (auto _ : state) {
+    kernels::spin<><<<1, 1, 0, stream>>>(kSpinCycles);
     timer.start();
     launch();
     state.SetIterationTime(timer.seconds());

@@ -28,27 +28,13 @@ using pgolf::cuda::nv_bf16;
 constexpr std::int64_t kBatch = 64, kSeq = 1024, kN = kBatch * kSeq;
 constexpr int kH = 8, kHkv = 4, kHd = 64, kD = 512, kVocab = 1024;
 
-// Device buffer filled with N(0, std) values (fp32 or bf16) drawn on the host from a fixed Philox
-// stream; past 2^22 values the draws repeat (drawing 5·10^8 normals on the host would take longer
-// than the benchmark, and the kernels' speed does not depend on the values' order).
-constexpr std::size_t kPattern = std::size_t{1} << 22;
-
+// Device buffers of N(0, std²) values, drawn on the GPU (bench::random_device).
 DeviceBuffer<float> random_f32(std::size_t n, std::uint64_t stream, float std = 1.0f) {
-  const pgolf::RandomStream rng(1234, stream);
-  std::vector<float> h(n);
-  for (std::size_t i = 0; i < n; ++i) h[i] = i < kPattern ? std * rng.normal(i) : h[i % kPattern];
-  DeviceBuffer<float> d(n, "bench input (fp32)");
-  d.upload(h);
-  return d;
+  return pgolf::bench::random_device<float>(static_cast<std::int64_t>(n), stream, std, "bench input (fp32)");
 }
 
 DeviceBuffer<nv_bf16> random_bf16(std::size_t n, std::uint64_t stream, float std = 1.0f) {
-  const pgolf::RandomStream rng(1234, stream);
-  std::vector<nv_bf16> h(n);
-  for (std::size_t i = 0; i < n; ++i) h[i] = i < kPattern ? __float2bfloat16_rn(std * rng.normal(i)) : h[i % kPattern];
-  DeviceBuffer<nv_bf16> d(n, "bench input (bf16)");
-  d.upload(h);
-  return d;
+  return pgolf::bench::random_device<nv_bf16>(static_cast<std::int64_t>(n), stream, std, "bench input (bf16)");
 }
 
 // Token ids: uniform, or Zipf(s = 1) over the vocabulary (p(rank k) ∝ 1/k: the most frequent id

@@ -30,13 +30,7 @@ constexpr auto kC = pgolf::configs::kBaseline;
 using Layout = pgolf::ParamLayout<kC>;
 
 DeviceBuffer<float> random_f32(std::size_t n, std::uint64_t stream, float std) {
-  const pgolf::RandomStream rng(1234, stream);
-  std::vector<float> h(n);
-  for (std::size_t i = 0; i < n; ++i) h[i] = std * rng.normal(i);
-  DeviceBuffer<float> d(n, "bench input (fp32)");
-  d.upload(h);
-  PGOLF_CUDA_CHECK(cudaDeviceSynchronize());
-  return d;
+  return pgolf::bench::random_device<float>(static_cast<std::int64_t>(n), stream, std, "bench input (fp32)");
 }
 
 std::vector<pgolf::cuda::NsInput> muon_matrices() {

@@ -74,18 +74,22 @@ void BM_TrainStep(benchmark::State& state) {
   bench::report_device(state);
 }
 
+// Fixed iteration counts: each call builds a backend (initialises and uploads the weights, allocates
+// the activations), and Google Benchmark's automatic count would call the function once per trial
+// (1, 10, ... iterations), paying that several times. After two untimed warm-up steps, 3 timed
+// steps of 0.3–0.6 s each.
 // The reference's baseline step: 524,288 tokens = 8 × (64 × 1,024).
-BENCHMARK(BM_TrainStep<configs::kBaseline>)->Args({64, 1024, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_TrainStep<configs::kBaseline>)->Args({64, 1024, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
 // One micro-batch per step (where the optimizer's share shows).
-BENCHMARK(BM_TrainStep<configs::kBaseline>)->Args({64, 1024, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrainStep<configs::kBaseline>)->Args({64, 1024, 1})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
 // The five seeds at the records' batch: 786,432 tokens = 8 × (48 × 2,048).
-BENCHMARK(BM_TrainStep<configs::kSeedA>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
-BENCHMARK(BM_TrainStep<configs::kSeedB>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
-BENCHMARK(BM_TrainStep<configs::kSeedC>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
-BENCHMARK(BM_TrainStep<configs::kSeedD>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
-BENCHMARK(BM_TrainStep<configs::kSeedE>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_TrainStep<configs::kSeedA>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_TrainStep<configs::kSeedB>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_TrainStep<configs::kSeedC>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_TrainStep<configs::kSeedD>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_TrainStep<configs::kSeedE>)->Args({48, 2048, 8})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
 // The README's small model.
-BENCHMARK(BM_TrainStep<configs::kSmall>)->Args({64, 256, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrainStep<configs::kSmall>)->Args({64, 256, 1})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(20);
 
 }  // namespace
 }  // namespace pgolf

@@ -2,7 +2,8 @@
 """PyTorch's causal grouped-query SDPA at the shapes of bench/cuda/attention_bench.cu.
 
 Times torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True) in
-bf16 (what the reference train_gpt.py calls; on an H100 its default backend is FlashAttention-2) for
+bf16 (what the reference train_gpt.py calls, with only the flash backend enabled: run with
+`--backend flash` to time what the reference runs; the default lets PyTorch choose) for
 the forward, the backward and forward + backward, with CUDA events: `--warmup` untimed runs, then
 the median of `--iters` timed runs. FLOPs are counted as in attention_bench.cu (useful causal FLOPs):
 

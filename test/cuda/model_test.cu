@@ -13,8 +13,11 @@
 // a transposed operand shows up as O(1) relative error).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../cpu/tiny_seed_configs.hpp"
@@ -129,12 +132,46 @@ void expect_gradients_match(std::int64_t batch, std::int64_t seq, double max_gra
   // The mean of N per-token losses, each within a few bf16 units of log-probability.
   EXPECT_NEAR(gpu_loss, ref_loss, 4e-3 * ref_loss);
   EXPECT_LT(relative_l2_error(gpu_tok, ref_tok), 1e-2);
+  // Tensors of 1 to 3 elements (hash_scale, ve_scale, smear_lambda, vrl_alpha, vr_lambda, ...) are
+  // each one sum over N·width terms of both signs: its exact value can land near zero while the bf16
+  // noise of the sum does not, so |g − r| / |r| has a heavy tail and a per-tensor relative bound
+  // would fail correct kernels now and then. They are pooled and each element is bounded relative
+  // to max(|r_i|, the pool's rms): a wrong wire (buffer, sign, missing σ') is still off by ~|r_i|.
+  double global_sq = 0;
+  for (float r : ref_grads) global_sq += static_cast<double>(r) * r;
+  const double global_norm = std::sqrt(global_sq);
+  std::vector<std::pair<std::string, std::pair<float, float>>> pooled;  // name, (gpu, cpu)
   for (const ParamSpec& s : ParamLayout<C>::specs()) {
     const std::span<const float> g(gpu_grads.data() + s.offset, static_cast<std::size_t>(s.numel()));
     const std::span<const float> r(ref_grads.data() + s.offset, static_cast<std::size_t>(s.numel()));
+    if (s.numel() <= 3) {
+      for (std::int64_t i = 0; i < s.numel(); ++i) pooled.push_back({s.name() + "[" + std::to_string(i) + "]", {g[i], r[i]}});
+      continue;
+    }
+    double r_sq = 0, g_sq = 0;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      r_sq += static_cast<double>(r[i]) * r[i];
+      g_sq += static_cast<double>(g[i]) * g[i];
+    }
+    if (r_sq == 0) {  // an exactly zero CPU gradient: the GPU's must be zero up to noise
+      std::printf("  %-28s cpu gradient 0, gpu norm %.2e\n", s.name().c_str(), std::sqrt(g_sq));
+      EXPECT_LE(std::sqrt(g_sq), 1e-6 * global_norm) << s.name() << ": the CPU gradient is exactly zero";
+      continue;
+    }
     const double err = relative_l2_error(g, r);
     std::printf("  %-28s rel L2 err %.2e\n", s.name().c_str(), err);
     EXPECT_LT(err, max_grad_rel_l2) << s.name();
+  }
+  if (!pooled.empty()) {
+    double pool_sq = 0;
+    for (const auto& [name, gr] : pooled) pool_sq += static_cast<double>(gr.second) * gr.second;
+    const double pool_rms = std::sqrt(pool_sq / static_cast<double>(pooled.size()));
+    for (const auto& [name, gr] : pooled) {
+      const double err = std::fabs(static_cast<double>(gr.first) - gr.second);
+      const double scale = std::max(std::fabs(static_cast<double>(gr.second)), pool_rms);
+      std::printf("  %-28s gpu %.6e cpu %.6e (pool rms %.2e)\n", name.c_str(), gr.first, gr.second, pool_rms);
+      EXPECT_LE(err, max_grad_rel_l2 * scale) << name << " (pool rms " << pool_rms << ")";
+    }
   }
 }
 
@@ -174,12 +211,21 @@ TEST_F(GpuModel, SeedConfigurationsMatchTheCpu) {
 }
 
 // Three optimizer steps of two accumulated micro-batches, GPU vs CPU: the losses and the weights
-// stay together (bf16 Newton–Schulz on both sides; the GPU rounds its GEMM outputs once where the
-// CPU emulation rounds every operation, so the Muon updates differ at the bf16 level).
+// stay together (bf16 Newton–Schulz on both sides, rounded at the same points; the GEMMs' summation
+// order differs, so the Muon updates differ at the bf16 level).
+//
+// Adam's first step is lr·sign(g) (bias-corrected m̂/√v̂ = g/|g| while eps is far below |g|): an
+// element whose gradient is within the GPU–CPU difference of zero may take opposite steps, an O(1)
+// difference in a small tensor. Such elements (step-1 gradient signs differ) are left out of the Adam
+// tensors' comparison, and must be rare. The tied embedding's rate is lowered from 0.05 to 0.005: at
+// 0.05 the first step moves every tok_emb entry by ten times its init std, and the larger logits
+// that follow scale up the bf16 logit error (seed_training_test.cpp documents the same spike).
 TEST_F(GpuModel, TrainingStepsFollowTheCpu) {
   constexpr std::int64_t kBatch = 4, kSeq = 64, kAccum = 2;
   const auto w = test_weights<kGpuSmall>(11);
   OptimizerOptions opt;
+  opt.tied_embed_lr = 0.005;
+  std::vector<char> sign_differs(w.size(), 0);
   run::CpuBackend<kGpuSmall> cpu_backend(opt);
   run::CudaBackend<kGpuSmall> gpu(opt);
   cpu_backend.write_params(w);
@@ -196,24 +242,39 @@ TEST_F(GpuModel, TrainingStepsFollowTheCpu) {
     const double lc = cpu_backend.step_loss(), lg = gpu.step_loss();
     std::printf("step %d: loss cpu %.6f gpu %.6f\n", step, lc, lg);
     EXPECT_NEAR(lg, lc, 1e-2 * lc) << "step " << step;
+    if (step == 0) {
+      const auto gg = download(gpu.device_grads(), w.size());
+      const auto gc = cpu_backend.grads();
+      for (std::size_t i = 0; i < w.size(); ++i) sign_differs[i] = (gg[i] > 0) != (gc[i] > 0) || (gg[i] < 0) != (gc[i] < 0);
+    }
     cpu_backend.optimizer_step(1.0, 0.85);
     gpu.optimizer_step(1.0, 0.85);
   }
   std::vector<float> pc(w.size()), pg(w.size());
   cpu_backend.read_params(pc);
   gpu.read_params(pg);
+  std::int64_t adam_elements = 0, left_out = 0;
   for (const ParamSpec& s : SmallLayout::specs()) {
     // The change of each tensor over the three steps must agree; comparing the weights themselves
     // would hide a wrong update under the unchanged initial values.
-    std::vector<float> dc(s.numel()), dg(s.numel());
+    const bool adam = s.role != ParamRole::matrix;
+    std::vector<float> dc, dg;
     for (std::int64_t i = 0; i < s.numel(); ++i) {
-      dc[i] = pc[s.offset + i] - w[s.offset + i];
-      dg[i] = pg[s.offset + i] - w[s.offset + i];
+      if (adam && sign_differs[s.offset + i]) {
+        ++left_out;
+        continue;
+      }
+      dc.push_back(pc[s.offset + i] - w[s.offset + i]);
+      dg.push_back(pg[s.offset + i] - w[s.offset + i]);
     }
+    if (adam) adam_elements += s.numel();
     const double err = relative_l2_error(dg, dc);
     std::printf("  %-28s update rel L2 err %.2e\n", s.name().c_str(), err);
     EXPECT_LT(err, 0.1) << s.name();
   }
+  std::printf("  Adam elements with opposite step-1 gradient signs: %lld of %lld\n", static_cast<long long>(left_out),
+              static_cast<long long>(adam_elements));
+  EXPECT_LT(left_out * 100, adam_elements) << "more than 1% of the Adam gradients disagree in sign";
 }
 
 // Same seed, same data: the same bits (deterministic kernels, fixed reduction orders).
