@@ -86,8 +86,30 @@ programs_in() {  # the executables among $1/<prefix>*
   done
 }
 
+# The CUDA toolkit's libraries (libcudart, libcublasLt) for programs built elsewhere.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+
 note "gpu-checks ${steps[*]} ($(date -u +%FT%TZ), programs from $build_dir)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$out/summary.txt"
+
+# Before spending minutes on the programs: every one must find its shared libraries (once).
+libraries_checked=0
+check_libraries() {
+  [ $libraries_checked -eq 1 ] && return 0
+  libraries_checked=1
+  local missing f
+  missing=$(for f in $(programs_in "$build_dir/test/cuda" test_cuda_) $(programs_in "$build_dir/bench" bench_cuda_); do
+    ldd "$f" 2>/dev/null | grep "not found" | sed "s|^|$(basename "$f"): |"
+  done | sort -u)
+  if [ -n "$missing" ]; then
+    note "shared libraries not found (source .devdeps/unpack.sh first; is the CUDA toolkit's lib folder there?):"
+    echo "$missing" | tee -a "$out/summary.txt"
+    pack
+    exit 1
+  fi
+}
 
 step_build() {
   local generator=() targets=(baseline_train baseline_quantize baseline_eval prepare_corpus) f
@@ -103,6 +125,7 @@ step_build() {
 }
 
 step_test() {
+  check_libraries
   # Each CUDA test binary with its full output kept (the model tests print their per-tensor error
   # tables); the summary gets gtest's verdict lines.
   local t name rc filter=()
@@ -119,6 +142,7 @@ step_test() {
 }
 
 step_bench() {
+  check_libraries
   local b name filter=()
   [ -n "${PGOLF_BENCH_FILTER:-}" ] && filter=("--benchmark_filter=$PGOLF_BENCH_FILTER")
   # The peak bandwidth the of_peak counters divide by, from the device's name.
@@ -149,6 +173,7 @@ sanitize_one() {
 }
 
 step_sanitize() {
+  check_libraries
   local t name
   if ! command -v compute-sanitizer >/dev/null 2>&1; then
     note "compute-sanitizer not found: sanitizer runs skipped"
