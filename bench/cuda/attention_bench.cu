@@ -33,18 +33,8 @@ double forward_flops(std::int64_t B, int H, std::int64_t T, int Hd) {
   return 4.0 * static_cast<double>(B) * H * Hd * static_cast<double>(T) * static_cast<double>(T + 1) / 2.0;
 }
 
-__global__ void fill_normal(nv_bf16* x, std::int64_t n, pgolf::RandomStream rng) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    x[i] = __float2bfloat16_rn(rng.normal(static_cast<std::uint64_t>(i)));
-  }
-}
-
 DeviceBuffer<nv_bf16> random_bf16(std::int64_t n, std::uint64_t stream, const char* what) {
-  DeviceBuffer<nv_bf16> d(static_cast<std::size_t>(n), what);
-  fill_normal<<<pgolf::cuda::grid_for(n, 256), 256>>>(d.data(), n, pgolf::RandomStream(1234, stream));
-  PGOLF_CUDA_LAUNCH_CHECK();
-  return d;
+  return pgolf::bench::random_device<nv_bf16>(n, stream, 1.0f, what);
 }
 
 enum class Pass { forward, backward, forward_backward };

@@ -3,13 +3,9 @@
 //
 //   static void BM_Op(benchmark::State& state) {
 //     if (!pgolf::bench::require_gpu(state)) return;
-//     ... allocate, warm up ...
-//     pgolf::bench::GpuTimer timer;
-//     for (auto _ : state) {
-//       timer.start();
-//       launch(...);
-//       state.SetIterationTime(timer.seconds());
-//     }
+//     auto x = pgolf::bench::random_device<float>(n, 1, 1.0f, "x");  // inputs drawn on the GPU
+//     ... allocate ...
+//     pgolf::bench::time_launches(state, [&] { launch(...); });      // warm-up, then timed calls
 //     pgolf::bench::report_flops(state, flops_per_iteration);
 //   }
 //   BENCHMARK(BM_Op)->UseManualTime();
@@ -120,8 +116,10 @@ DeviceBuffer<T> random_device(std::int64_t n, std::uint64_t stream, float std, c
 
 // Times `launch` on `stream`: one warm-up call (first-use costs), then one timed call per iteration.
 // Before each start event a short spin kernel occupies the stream (20 µs at ~2 GHz), so that the
-// launches are queued behind it and the timed span holds the GPU's work, not the host's launch
-// latency (nvbench's "blocking kernel"; without it a 30 µs kernel reads ~10% slow).
+// first launches are queued behind it and the timed span starts with the GPU's work, not the host's
+// launch latency (without it a 30 µs kernel reads ~10% slow). Calls that enqueue for longer than that
+// (the optimizer step's ~100 launches, the train step with its host synchronisation) still include
+// the host's launch gaps: for them the figure is the step's wall time on the GPU, as in training.
 template <class Launch>
 void time_launches(benchmark::State& state, Launch&& launch, cudaStream_t stream = nullptr) {
   constexpr long long kSpinCycles = 40'000;

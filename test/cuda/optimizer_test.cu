@@ -568,13 +568,41 @@ TEST_F(CudaOptimizerTest, NewtonSchulzMatchesTheCpuWithinTheRoundingBounds) {
       const std::string what = std::to_string(in.rows) + "x" + std::to_string(in.cols) + ", " + std::to_string(steps) + " steps";
       // The same rounding points: only the GEMMs' summation order differs (a CPU model of another
       // order: 0 after one step, <= 2.4% after five; see the file comment).
-      EXPECT_LT(testing::relative_l2_error(g, bf), steps == 1 ? 0.01 : 0.05) << what << ": vs the CPU's bf16 emulation";
+      // One step separates the rounding schemes: rounding once per GEMM (the fused epilogue), or
+      // dropping a rounding inside ns_axpy_bf16, puts one step 2.8e-3 to 3.2e-3 away; the summation
+      // order alone, < 5e-5 (CPU models of each): bound 1.5e-3.
+      EXPECT_LT(testing::relative_l2_error(g, bf), steps == 1 ? 1.5e-3 : 0.05) << what << ": vs the CPU's bf16 emulation";
       // bf16 against fp32: the emulation itself is <= 0.6% (one step) and <= 4.4% (five) from fp32,
       // 6.5% for matrices under 8×8 (few singular values: each one's error counts).
       const bool tiny = std::min(in.rows, in.cols) < 8;
       EXPECT_LT(testing::relative_l2_error(g, f32), steps == 1 ? 0.015 : (tiny ? 0.10 : 0.07)) << what << ": vs fp32";
     }
   }
+}
+
+// The element-wise passes between the GEMMs, bit for bit against the CPU emulation's expressions:
+// cA = bf16(c·A) and io = bf16(bf16(s·x) + io) (the reference's `c * A`, `b * A + T`, `a * X + U`).
+TEST_F(CudaOptimizerTest, NewtonSchulzElementwisePassesRoundLikeTheReference) {
+  const std::int64_t n = 100'003;  // not a multiple of the block
+  const auto x = testing::bf16_rounded(testing::normal_floats(static_cast<std::size_t>(n), 31, 0.7f));
+  const auto io = testing::bf16_rounded(testing::normal_floats(static_cast<std::size_t>(n), 32, 0.7f));
+  auto dx = testing::to_device_bf16(x, "x");
+  auto dout = testing::to_device_bf16(std::vector<float>(static_cast<std::size_t>(n), 0.0f), "out");
+  auto dio = testing::to_device_bf16(io, "io");
+  for (const float s : {kNsA, kNsB, kNsC}) {
+    cuda::kernels::ns_scale_bf16<><<<cuda::grid_for(n, 256), 256>>>(dout.data(), dx.data(), s, n);
+    PGOLF_CUDA_CHECK(cudaGetLastError());
+    const auto got = testing::to_host_floats(dout);
+    std::vector<float> want(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) want[i] = round_to_bf16(s * x[i]);
+    EXPECT_TRUE(all_close(got, want, 0, 0)) << "ns_scale_bf16, s = " << s;
+  }
+  cuda::kernels::ns_axpy_bf16<><<<cuda::grid_for(n, 256), 256>>>(dio.data(), dx.data(), kNsB, n);
+  PGOLF_CUDA_CHECK(cudaGetLastError());
+  const auto got = testing::to_host_floats(dio);
+  std::vector<float> want(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) want[i] = round_to_bf16(round_to_bf16(kNsB * x[i]) + io[i]);
+  EXPECT_TRUE(all_close(got, want, 0, 0)) << "ns_axpy_bf16";
 }
 
 TEST_F(CudaOptimizerTest, NewtonSchulzOfZeroIsZero) {
