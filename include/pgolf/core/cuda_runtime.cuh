@@ -118,13 +118,24 @@ class DeviceBuffer {
 };
 
 // Page-locked host memory (cudaMallocHost): a cudaMemcpyAsync from it returns at once and overlaps
-// with queued work, where a copy from pageable memory may wait for the stream first.
+// with queued work, where a copy from pageable memory may wait for the stream first. Grown in place
+// by reserve() (the old contents are dropped); neither copied nor moved.
 template <class T>
 class PinnedBuffer {
  public:
   PinnedBuffer() = default;
-  PinnedBuffer(std::size_t n, const char* what) : n_(n) {
-    if (n == 0) return;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (p_) (void)cudaFreeHost(p_);
+  }
+
+  // At least n elements; reallocates (without keeping the contents) when smaller.
+  void reserve(std::size_t n, const char* what) {
+    if (n <= n_) return;
+    if (p_) (void)cudaFreeHost(p_);
+    p_ = nullptr;
+    n_ = 0;
     void* p = nullptr;
     const cudaError_t err = cudaMallocHost(&p, n * sizeof(T));
     if (err != cudaSuccess) {
@@ -133,32 +144,30 @@ class PinnedBuffer {
                                                    << " failed: " << cudaGetErrorString(err));
     }
     p_ = static_cast<T*>(p);
+    n_ = n;
   }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  PinnedBuffer(PinnedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = std::exchange(o.p_, nullptr);
-      n_ = std::exchange(o.n_, 0);
-    }
-    return *this;
-  }
-  ~PinnedBuffer() { release(); }
-
   T* data() { return p_; }
-  const T* data() const { return p_; }
   std::size_t size() const { return n_; }
 
  private:
-  void release() {
-    if (p_) (void)cudaFreeHost(p_);
-    p_ = nullptr;
-    n_ = 0;
-  }
   T* p_ = nullptr;
   std::size_t n_ = 0;
+};
+
+// Owns a CUDA stream that does not synchronise with the legacy default stream.
+class CudaStream {
+ public:
+  CudaStream() { PGOLF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+  ~CudaStream() {
+    if (stream_) (void)cudaStreamDestroy(stream_);
+  }
+  cudaStream_t get() const { return stream_; }
+  void synchronize() const { PGOLF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+ private:
+  cudaStream_t stream_ = nullptr;
 };
 
 // Owns a CUDA event without timing (a fence between the host and a stream).

@@ -506,8 +506,10 @@ class GptCuda {
                                              gate_scale(), gate_form(), n, feat_scratch_, stream_);
     }
     const bool chain = value_chain(l);
-    if (xsa(l)) zero(gv_, n * KvD);  // XSA adds its d v first; without XSA the copy below writes gv
-    if (xsa(l)) xsa_backward<H, Hkv, Hd>(dy_, gv_, dy_, a.y_attn, a.v, a.ldv, n, stream_);  // dy becomes d y_attn; gv += d v
+    if (xsa(l)) {  // XSA adds its d v into gv first (zeroed); without XSA the copy below writes gv
+      zero(gv_, n * KvD);
+      xsa_backward<H, Hkv, Hd>(dy_, gv_, dy_, a.y_attn, a.v, a.ldv, n, stream_);  // dy becomes d y_attn; gv += d v
+    }
     // Attention: without a value chain, dv goes straight into d_qkv's v columns.
     nv_bf16* dv = chain ? dv_attn_ : dqkv_ + D + KvD;
     const std::int64_t lddv = chain ? KvD : Q;

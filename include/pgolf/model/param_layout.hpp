@@ -75,6 +75,12 @@ struct ParamSpec {
   std::string name() const;
 };
 
+// The tensors the reference keeps in bf16 during training: its nn.Embedding tables (tok_emb, the
+// records' hash and value embeddings), which stay bf16 after `.bfloat16()` where CastedLinear
+// weights and control tensors go back to fp32. The GPU backend rounds them on every write and its
+// optimizer stores their Adam state in bf16; the CPU oracle keeps everything fp32.
+constexpr bool held_in_bf16_by_reference(const ParamSpec& s) { return s.role == ParamRole::embedding; }
+
 inline std::string ParamSpec::name() const {
   if (!in_block) {
     switch (global) {

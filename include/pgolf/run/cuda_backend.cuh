@@ -35,22 +35,6 @@
 
 namespace pgolf::run {
 
-// Owns a CUDA stream (destroyed with it).
-class CudaStream {
- public:
-  CudaStream() { PGOLF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
-  CudaStream(const CudaStream&) = delete;
-  CudaStream& operator=(const CudaStream&) = delete;
-  ~CudaStream() {
-    if (stream_) cudaStreamDestroy(stream_);
-  }
-  cudaStream_t get() const { return stream_; }
-  void synchronize() const { PGOLF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
-
- private:
-  cudaStream_t stream_ = nullptr;
-};
-
 // Parameters and gradients exist twice: in the flat ParamLayout<C> (params_, grads_: what the
 // optimizer, checkpoints and export use) and in the model's padded DeviceParamLayout<C> (model_params_,
 // weights_bf16_, model_grads_: every tensor aligned for the vector kernels and cuBLASLt; see
@@ -196,25 +180,23 @@ class CudaBackend final : public Backend {
                 "batch " << batch << " x sequence " << seq << " (sequence must be in [1, " << C.max_seq_len << "] for " << describe(C) << ")");
     PGOLF_CHECK_EQ(static_cast<std::int64_t>(ids.size()), n, "input ids (batch " << batch << " x seq " << seq << ")");
     PGOLF_CHECK_EQ(static_cast<std::int64_t>(targets.size()), n, "target ids (batch " << batch << " x seq " << seq << ")");
-    for (std::int64_t i = 0; i < n; ++i) {
+    StagingSlot& slot = staging_[next_slot_];
+    next_slot_ = 1 - next_slot_;
+    slot.copied.wait_on_host();  // the slot's previous copy has been read by the GPU
+    slot.ids.reserve(static_cast<std::size_t>(n), "staged token ids");
+    slot.targets.reserve(static_cast<std::size_t>(n), "staged target ids");
+    for (std::int64_t i = 0; i < n; ++i) {  // checked as they are staged: one pass over the batch
       PGOLF_CHECK(ids[i] >= 0 && ids[i] < C.vocab_size && targets[i] >= 0 && targets[i] < C.vocab_size,
                   "token id " << ids[i] << " / target " << targets[i] << " at position " << i << " is outside the vocabulary [0, "
                               << C.vocab_size << ")");
+      slot.ids.data()[i] = ids[i];
+      slot.targets.data()[i] = targets[i];
     }
     if (static_cast<std::int64_t>(ids_.size()) < n) {
       stream_.synchronize();  // the old buffers may still be read by queued work
       ids_ = cuda::DeviceBuffer<std::int32_t>(n, "token ids");
       targets_ = cuda::DeviceBuffer<std::int32_t>(n, "target ids");
     }
-    StagingSlot& slot = staging_[next_slot_];
-    next_slot_ = 1 - next_slot_;
-    slot.copied.wait_on_host();  // the slot's previous copy has been read by the GPU
-    if (slot.ids.size() < static_cast<std::size_t>(n)) {
-      slot.ids = cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(n), "staged token ids");
-      slot.targets = cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(n), "staged target ids");
-    }
-    std::copy(ids.begin(), ids.end(), slot.ids.data());
-    std::copy(targets.begin(), targets.end(), slot.targets.data());
     PGOLF_CUDA_CHECK(cudaMemcpyAsync(ids_.data(), slot.ids.data(), ids.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
     PGOLF_CUDA_CHECK(cudaMemcpyAsync(targets_.data(), slot.targets.data(), targets.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
     slot.copied.record(stream_.get());
@@ -222,7 +204,7 @@ class CudaBackend final : public Backend {
 
   static void round_embedding_tables(std::span<float> p) {
     for (const ParamSpec& s : Layout::specs()) {
-      if (s.role != ParamRole::embedding) continue;
+      if (!held_in_bf16_by_reference(s)) continue;
       for (std::int64_t i = s.offset; i < s.offset + s.numel(); ++i) p[i] = bf16::from_float(p[i]).to_float();
     }
   }
@@ -238,7 +220,7 @@ class CudaBackend final : public Backend {
   // restore_snapshot: every change of params_).
   void refresh_model_weights() { map_.to_device(model_params_.data(), weights_bf16_.data(), params_.data(), stream_.get()); }
 
-  CudaStream stream_;  // first: everything below enqueues on it
+  cuda::CudaStream stream_;  // first: everything below enqueues on it
   cuda::GemmEngine gemm_;
   cuda::DeviceParamMap<C> map_;
   cuda::DeviceBuffer<float> params_;

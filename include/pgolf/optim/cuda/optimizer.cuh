@@ -169,7 +169,7 @@ class CudaOptimizer {
         muon.push_back(NsInput{s.offset, s.shape[0], s.shape[1]});
         continue;
       }
-      const bool bf = cuda_opt_.bf16_embedding_storage && s.role == ParamRole::embedding;
+      const bool bf = cuda_opt_.bf16_embedding_storage && held_in_bf16_by_reference(s);
       if (bf) bf16_tensors_.push_back({s.offset, s.numel()});
       for (std::int64_t b = 0; b < s.numel(); b += kAdamChunk) {
         AdamChunk ch;
