@@ -2,7 +2,11 @@
 // differences in double precision, and the float GEMM against the double reference.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdint>
+#include <vector>
 
 #include "gradcheck.hpp"
 #include "pgolf/ops/attention.hpp"
@@ -285,6 +289,77 @@ TEST(SoftcapCrossEntropy, ForwardAndBackward) {
   const std::vector<std::int32_t> bad = {0, 7, 1, 1};
   capped = z;
   EXPECT_THROW(softcap_cross_entropy_forward<V>(loss.data(), lse.data(), capped.data(), bad.data(), n, cap), Error);
+}
+
+// The reference's autocast rounding of the softcap (z/c, tanh, c·tanh each rounded to bf16), over
+// every bf16 value z in [−256, 256]: the results are bf16 values, odd in z, and within the bound
+// the three roundings allow. Each rounding is ≤ u = 2^-8 relative; the one of t = z/c reaches th
+// through tanh' = 1 − th², and |t|·(1 − tanh² t) ≤ |tanh t| (2x ≤ sinh 2x), so |Δth| ≤ 2u·|th|
+// and |Δz'| ≤ c·|Δth| + u·|z'| ≤ 3u·|z'| to first order (3.01 covers the second).
+TEST(SoftcapAutocast, RoundsLikeTheReferenceWithinThreeBf16Roundings) {
+  constexpr float kCap = 30.0f;  // LOGIT_SOFTCAP
+  constexpr double kUnitRoundoff = 1.0 / 256;  // bf16: 8 significant bits
+  int checked = 0;
+  for (std::uint32_t bits = 0; bits < 0x7f80u; ++bits) {  // every finite non-negative bf16
+    const float z = bf16{static_cast<std::uint16_t>(bits)}.to_float();
+    if (z > 256.0f) break;
+    const AutocastSoftcap pos = autocast_softcap(z, kCap), neg = autocast_softcap(-z, kCap);
+    ASSERT_EQ(pos.capped, round_to_bf16(pos.capped)) << "z = " << z;
+    ASSERT_EQ(pos.th, round_to_bf16(pos.th)) << "z = " << z;
+    ASSERT_EQ(neg.capped, -pos.capped) << "z = " << z;
+    const double exact = kCap * std::tanh(static_cast<double>(z) / kCap);
+    // (+1e-37: below the normal range bf16's absolute spacing, ≤ 2^-133 before the ×c, is what is left)
+    ASSERT_LE(std::abs(pos.capped - exact), 3.01 * kUnitRoundoff * std::abs(exact) + 1e-37) << "z = " << z;
+    ++checked;
+  }
+  EXPECT_GT(checked, 17000);  // all bf16 values in [0, 256]: 134 binades of 128 values, + zero and subnormals
+}
+
+// The autocast head against the fp32 oracle on the same bf16 logits: the loss moves by at most
+// 2·max|Δz'| (lse and z'_y each by ≤ max|Δz'|), and the gradient stays within 4u = 2^-6 in L2
+// over the batch; its entries are bf16 values. The gradient is four bf16 roundings deep (≤ u = 2^-8
+// each) on top of p = exp(z' − lse), whose z' is up to 3u·|z'| off (up to ~0.1 absolute near the
+// cap: a few % in p). No entry-wise bound is useful; errors of random sign add in quadrature, and
+// these rows give 0.93% (2.4u), under the 4u asserted. Rows: normal logits of std 8 (|z| up to ~40, past the softcap's knee), V = 1024.
+TEST(SoftcapAutocast, ForwardAndBackwardCloseToTheFp32Oracle) {
+  constexpr int V = 1024;
+  constexpr std::int64_t n = 64;
+  constexpr float kCap = 30.0f;
+  const auto z64 = normal_vector(static_cast<std::size_t>(n * V), 77, 8.0);
+  std::vector<float> z(z64.size());
+  for (std::size_t i = 0; i < z.size(); ++i) z[i] = round_to_bf16(static_cast<float>(z64[i]));
+  std::vector<std::int32_t> y(n);
+  for (std::int64_t r = 0; r < n; ++r) y[r] = static_cast<std::int32_t>((r * 397 + 11) % V);
+  const std::vector<float> dloss(n, 1.0f / static_cast<float>(n));  // the mean over the batch
+
+  std::vector<float> loss_o(n), lse_o(n), capped_o(z), loss_a(n), lse_a(n), capped_a(z);
+  softcap_cross_entropy_forward<V>(loss_o.data(), lse_o.data(), capped_o.data(), y.data(), n, kCap);
+  softcap_cross_entropy_forward_autocast<V>(loss_a.data(), lse_a.data(), capped_a.data(), y.data(), n, kCap);
+  for (std::int64_t r = 0; r < n; ++r) {
+    float max_dz = 0;
+    for (int i = 0; i < V; ++i) max_dz = std::max(max_dz, std::abs(capped_a[r * V + i] - capped_o[r * V + i]));
+    EXPECT_GT(max_dz, 0.0f) << "row " << r;  // the roundings are there
+    EXPECT_LE(std::abs(loss_a[r] - loss_o[r]), 2 * max_dz + 1e-5f) << "row " << r;
+  }
+
+  std::vector<float> dz_o(z.size()), dz_a(z.size());
+  softcap_cross_entropy_backward<V>(dz_o.data(), capped_o.data(), lse_o.data(), y.data(), dloss.data(), n, kCap);
+  softcap_cross_entropy_backward_autocast<V>(dz_a.data(), z.data(), capped_a.data(), lse_a.data(), y.data(), dloss.data(), n, kCap);
+  double diff2 = 0, ref2 = 0;
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    ASSERT_EQ(dz_a[i], round_to_bf16(dz_a[i])) << "entry " << i;
+    diff2 += static_cast<double>(dz_a[i] - dz_o[i]) * (dz_a[i] - dz_o[i]);
+    ref2 += static_cast<double>(dz_o[i]) * dz_o[i];
+  }
+  EXPECT_GT(diff2, 0.0);
+  EXPECT_LT(std::sqrt(diff2 / ref2), 4.0 / 256) << "relative L2 difference of the gradients";
+  std::printf("autocast vs fp32 softcap gradient: relative L2 difference %.3g\n", std::sqrt(diff2 / ref2));
+
+  // In place (dz over z) gives the same bits.
+  std::vector<float> inplace(z);
+  softcap_cross_entropy_backward_autocast<V>(inplace.data(), inplace.data(), capped_a.data(), lse_a.data(), y.data(), dloss.data(), n,
+                                             kCap);
+  EXPECT_EQ(inplace, dz_a);
 }
 
 }  // namespace
