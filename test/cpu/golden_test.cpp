@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <map>
 #include <string>
 
 #include "pgolf/io/safetensors.hpp"
+#include "pgolf/ops/softcap_cross_entropy.hpp"
 #include "pgolf/model/gpt_cpu.hpp"
 #include "pgolf/optim/optimizer.hpp"
 #include "pgolf/optim/schedule.hpp"
@@ -149,6 +152,52 @@ TEST_F(Golden, ThreeOptimizerStepsMatchPyTorch) {
       EXPECT_LT(rel, 0.02) << s.name() << " (Adam: sees the Muon differences only through the next steps' gradients)";
     }
   }
+}
+
+// cpu::softcap_cross_entropy_*_autocast against PyTorch's own bf16 ops on the reference's head
+// lines (data/make_softcap_autocast_fixture.py, PyTorch on the CPU). The emulation follows the CUDA
+// kernels, which multiply by the fp32 reciprocal of the cap where PyTorch's CPU kernels divide, and
+// both use their own tanh and exp (glibc here, SLEEF there): an fp32 result one ulp apart rounds to a
+// different bf16 value about once in 2^16 per rounding (the chance an fp32 value sits that close to a
+// bf16 tie), and dz depends on six roundings and an exp. So a few entries in 32,768 may differ, by one
+// bf16 ulp (capped) or two (dz, a flip carried through a later rounding): 0 and 3 with glibc 2.36,
+// at most 16 allowed; the rest are the same bits. (Skipping any one of the backward's roundings makes
+// thousands differ.)
+TEST(GoldenSoftcapAutocast, RoundsWherePyTorchBf16OpsRound) {
+  const auto file = io::read_safetensors(std::string(PGOLF_TEST_DATA_DIR) + "/softcap_autocast.safetensors");
+  constexpr int V = 1024;
+  const float cap = std::stof(file.metadata.at("logit_softcap"));
+  const auto z = file.at("z").to_float32(), capped_ref = file.at("capped").to_float32(), dz_ref = file.at("dz").to_float32();
+  const auto loss_ref = file.at("loss").to_float32();
+  const auto& t = file.at("targets");
+  std::vector<std::int32_t> y(t.data.size() / 4);
+  std::memcpy(y.data(), t.data.data(), t.data.size());
+  const auto n = static_cast<std::int64_t>(y.size());
+  ASSERT_EQ(static_cast<std::int64_t>(z.size()), n * V);
+
+  std::vector<float> capped(z), loss(n), lse(n), dz(z.size());
+  cpu::softcap_cross_entropy_forward_autocast<V>(loss.data(), lse.data(), capped.data(), y.data(), n, cap);
+  const std::vector<float> dloss(n, 1.0f / static_cast<float>(n));  // reduction="mean"
+  cpu::softcap_cross_entropy_backward_autocast<V>(dz.data(), z.data(), capped.data(), lse.data(), y.data(), dloss.data(), n, cap);
+
+  auto ulps = [](float a, float b) {  // distance in bf16 steps between two bf16 values of one sign
+    return std::abs(static_cast<int>(bf16::from_float(a).bits) - static_cast<int>(bf16::from_float(b).bits));
+  };
+  int capped_diff = 0, dz_diff = 0;
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    if (capped[i] != capped_ref[i]) {
+      ++capped_diff;
+      EXPECT_LE(ulps(capped[i], capped_ref[i]), 1) << "capped " << i << " z " << z[i] << ": " << capped[i] << " vs " << capped_ref[i];
+    }
+    if (dz[i] != dz_ref[i]) {
+      ++dz_diff;
+      EXPECT_LE(ulps(dz[i], dz_ref[i]), 2) << "dz " << i << " z " << z[i] << ": " << dz[i] << " vs " << dz_ref[i];
+    }
+  }
+  std::printf("autocast softcap vs PyTorch bf16: %d capped and %d dz entries of %zu differ\n", capped_diff, dz_diff, z.size());
+  EXPECT_LE(capped_diff, 16);
+  EXPECT_LE(dz_diff, 16);
+  for (std::int64_t r = 0; r < n; ++r) EXPECT_NEAR(loss[r], loss_ref[r], 2e-5) << "row " << r;  // fp32, |loss| ≲ 60
 }
 
 }  // namespace

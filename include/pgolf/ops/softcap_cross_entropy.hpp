@@ -77,7 +77,8 @@ void softcap_cross_entropy_backward(T* dz, const T* capped, const T* lse, const 
 // multiplied by c, by 1 − tanh² (tanh_backward, from the bf16 tanh output) and by 1/c, each
 // product rounded to bf16. pgolf's CUDA kernel keeps z/c, tanh and c·tanh in fp32 instead (the
 // formulas above on bf16 z, one bf16 rounding of dz); bench/softcap_rounding.cpp measures how far
-// apart the two are on a trained model (docs/reference-parity.md).
+// apart the two are on a trained model (docs/reference-parity.md). test_golden checks this emulation
+// against PyTorch's own bf16 ops.
 // ---------------------------------------------------------------------------------------------
 
 struct AutocastSoftcap {
