@@ -10,6 +10,14 @@ TRAIN_BATCH_TOKENS, TRAIN_SEQ_LEN, WARMUP_STEPS, VAL_LOSS_EVERY, ...) and print 
 final validation line of each: step_avg gives the training throughput (tokens per step / step time,
 compile warm-up and validation excluded by both programs), val_bpb the quality at equal steps.
 
+With --same-init, pgolf first writes its initial weights (ITERATIONS=0) and the reference starts
+from them (bench/run_reference.py, INIT_WEIGHTS): the two runs then differ only by the programs,
+not by their random initialisations, and the train losses are compared step by step. With
+--reference-cpu, the reference runs on the CPU in float32 (run_reference.py --cpu) next to pgolf's
+CPU backend: a check of the semantics without a GPU (its throughputs compare two CPU programs).
+For a configuration other than the baseline, export its model variables (NUM_LAYERS, MODEL_DIM,
+...) and give --pgolf that configuration's train binary (it checks that they agree).
+
 Prints one summary line per program and the ratios, and writes them as JSON with --json.
 """
 import argparse
@@ -65,7 +73,7 @@ def parse(name, log_path, wall_s):
         "val_bpb": float(last.group(4)),
         "train_time_ms": float(last.group(5)),
         "step_avg_ms": float(last.group(6)),
-        "train_losses": [float(m.group(3)) for m in trains],
+        "train_losses": {int(m.group(1)): float(m.group(3)) for m in trains},
         "int8_roundtrip": roundtrip,
         "wall_s": wall_s,
         "log": log_path,
@@ -93,7 +101,10 @@ def main():
     p.add_argument("--train-seq-len", type=int, default=1024)
     p.add_argument("--warmup-steps", type=int, default=20, help="untimed priming steps (torch.compile happens here)")
     p.add_argument("--python", default=sys.executable, help="interpreter for the reference")
-    p.add_argument("--pgolf-device", default="cuda", help="pgolf's DEVICE (cpu only to try this script on a machine without a GPU)")
+    p.add_argument("--pgolf-device", default=None, help="pgolf's DEVICE (default: cuda, or cpu with --reference-cpu)")
+    p.add_argument("--same-init", action="store_true", help="start the reference from pgolf's initial weights")
+    p.add_argument("--reference-cpu", action="store_true", help="run the reference on the CPU in float32 (and pgolf on its CPU backend)")
+    p.add_argument("--train-log-every", type=int, default=50, help="TRAIN_LOG_EVERY of both programs")
     p.add_argument("--workdir", default=None, help="where both programs write their logs and weights (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
@@ -111,7 +122,7 @@ def main():
         "TRAIN_SEQ_LEN": str(args.train_seq_len),
         "WARMUP_STEPS": str(args.warmup_steps),
         "VAL_LOSS_EVERY": "0",  # validation at the end only (both programs)
-        "TRAIN_LOG_EVERY": "50",
+        "TRAIN_LOG_EVERY": str(args.train_log_every),
         "MAX_WALLCLOCK_SECONDS": "0",
         "WARMDOWN_ITERS": str(max(1, args.iterations // 4)),
         "SEED": "1337",
@@ -129,10 +140,28 @@ def main():
 
     # pgolf first (the shorter run, and the one whose failure says the most), then the reference;
     # each runs even if the other failed.
-    env_pgolf = dict(env, OUT_DIR=os.path.join(workdir, "pgolf-runs"), DEVICE=args.pgolf_device)
+    pgolf_device = args.pgolf_device or ("cpu" if args.reference_cpu else "cuda")
+    env_pgolf = dict(env, OUT_DIR=os.path.join(workdir, "pgolf-runs"), DEVICE=pgolf_device)
+    reference_cmd = [args.python, os.path.abspath(args.reference)]
+    if args.same_init or args.reference_cpu:
+        runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run_reference.py")
+        reference_cmd = [args.python, runner] + (["--cpu"] if args.reference_cpu else []) + [os.path.abspath(args.reference)]
+    env_reference = dict(env)
+    if args.same_init:
+        init_env = dict(env_pgolf, ITERATIONS="0", WARMUP_STEPS="0", FINAL_ROUNDTRIP="0", RUN_ID="initial_weights")
+        init_log = os.path.join(workdir, "pgolf-init.log")
+        print(f"== pgolf initial weights -> {init_log}", flush=True)
+        with open(init_log, "w") as log:
+            rc = subprocess.run([os.path.abspath(args.pgolf)], env=init_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT).returncode
+        weights = os.path.join(workdir, "pgolf-runs", "initial_weights", "final_model.safetensors")
+        if rc != 0 or not os.path.exists(weights):
+            sys.exit(f"pgolf could not write its initial weights (exit {rc}); see {init_log}")
+        env_reference["INIT_WEIGHTS"] = weights
+        result["same_init"] = weights
+    result["reference_device"] = "cpu" if args.reference_cpu else "cuda"
+    result["pgolf_device"] = pgolf_device
     record("pgolf", run("pgolf", [os.path.abspath(args.pgolf)], env_pgolf, workdir, os.path.join(workdir, "pgolf.log")))
-    record("reference", run("reference", [args.python, os.path.abspath(args.reference)], env, workdir,
-                            os.path.join(workdir, "reference.log")))
+    record("reference", run("reference", reference_cmd, env_reference, workdir, os.path.join(workdir, "reference.log")))
 
     for name in ("reference", "pgolf"):
         r = result[name]
@@ -146,8 +175,16 @@ def main():
     if result["reference"] and result["pgolf"]:
         result["throughput_ratio"] = result["pgolf"]["tokens_per_s"] / result["reference"]["tokens_per_s"]
         result["val_bpb_difference"] = result["pgolf"]["val_bpb"] - result["reference"]["val_bpb"]
+        ref_losses, pgolf_losses = result["reference"]["train_losses"], result["pgolf"]["train_losses"]
+        common = sorted(set(ref_losses) & set(pgolf_losses))
+        result["train_loss_difference"] = {step: pgolf_losses[step] - ref_losses[step] for step in common}
         print(f"throughput_ratio (pgolf/reference): {result['throughput_ratio']:.3f}")
         print(f"val_bpb difference (pgolf - reference): {result['val_bpb_difference']:+.4f}")
+        if common:
+            worst = max(common, key=lambda step: abs(result["train_loss_difference"][step]))
+            print(f"train_loss difference (pgolf - reference) at {len(common)} logged steps: "
+                  f"step 1 {result['train_loss_difference'][common[0]]:+.4f}, largest {result['train_loss_difference'][worst]:+.4f} "
+                  f"at step {worst}, last {result['train_loss_difference'][common[-1]]:+.4f}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)

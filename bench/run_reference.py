@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Runs the reference train_gpt.py (openai/parameter-golf, fetched separately, never committed
+here) with two optional edits, for side-by-side runs with pgolf (bench/compare_reference.py):
+
+  INIT_WEIGHTS=<file.safetensors>  the model starts from these weights (reference state_dict
+      names, as pgolf's train binaries write final_model.safetensors) instead of its own random
+      init, so that both programs start from the same point;
+  --cpu  the script runs on the CPU in float32, where pgolf's CPU backend computes: no CUDA
+      (device cpu; no CUDA check, seed, synchronisation, memory statistics or nvidia-smi), no
+      .bfloat16() on the model, autocast disabled (Newton-Schulz stays bf16: the script writes it
+      explicitly), no torch.compile (the eager model computes the same function). For checking
+      pgolf's semantics against the real script without a GPU (docs/reference-parity.md).
+
+The script is read, edited in memory and executed as __main__; its __file__ stays the original,
+so its code-size accounting is unchanged. Every edit must match the script exactly as often as
+expected, or this runner stops and names it.
+
+Usage: run_reference.py [--cpu] path/to/train_gpt.py   (the script's environment variables)
+Needs what the script needs (torch, numpy, sentencepiece).
+"""
+import json
+import os
+import sys
+
+import torch
+
+# (what, old, new, expected count)
+INIT_EDIT = ("initial weights", "    restore_low_dim_params_to_fp32(base_model)\n",
+             "    restore_low_dim_params_to_fp32(base_model)\n    _pgolf_load_initial_weights(base_model, log0)\n", 1)
+CPU_EDITS = [
+    ("CUDA check", 'if not torch.cuda.is_available():\n        raise RuntimeError("CUDA is required")\n', "pass\n", 1),
+    ("device", 'device = torch.device("cuda", local_rank)\n    torch.cuda.set_device(device)\n', 'device = torch.device("cpu")\n', 1),
+    ("CUDA seed", "torch.cuda.manual_seed_all(args.seed)", "pass", 1),
+    ("nvidia-smi in the log", '["nvidia-smi"]', '["true"]', 1),
+    ("bf16 model", ").to(device).bfloat16()", ").to(device)", 1),
+    ("autocast", 'torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=True)',
+     'torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=False)', 3),
+]
+
+
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _read_safetensors(path):
+    """The tensors of a safetensors file (8-byte little-endian header size, JSON header, data),
+    read here so that the runner needs no safetensors package on a GPU machine."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    header_size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + header_size])
+    data = memoryview(blob)[8 + header_size:]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in SAFETENSORS_DTYPES:
+            sys.exit(f"INIT_WEIGHTS={path}: {name} has dtype {info['dtype']}, expected one of {sorted(SAFETENSORS_DTYPES)}")
+        begin, end = info["data_offsets"]
+        t = torch.frombuffer(bytearray(data[begin:end]), dtype=SAFETENSORS_DTYPES[info["dtype"]])
+        tensors[name] = t.reshape(info["shape"])
+    return tensors
+
+
+def _pgolf_load_initial_weights(model, log0):
+    path = os.environ.get("INIT_WEIGHTS")
+    if not path:
+        return
+    state = _read_safetensors(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        sys.exit(f"INIT_WEIGHTS={path}: tensors missing {missing[:5]}, unexpected {extra[:5]}")
+    for name, t in own.items():
+        if tuple(state[name].shape) != tuple(t.shape):
+            sys.exit(f"INIT_WEIGHTS={path}: {name} has shape {tuple(state[name].shape)}, the model {tuple(t.shape)}")
+    model.load_state_dict({k: v.to(device=own[k].device, dtype=own[k].dtype) for k, v in state.items()}, strict=True)
+    log0(f"init_weights:{path} tensors:{len(state)}")
+
+
+def main():
+    args = sys.argv[1:]
+    cpu = "--cpu" in args
+    args = [a for a in args if a != "--cpu"]
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.exit(__doc__)
+    path = os.path.abspath(args[0])
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    for what, old, new, count in [INIT_EDIT] + (CPU_EDITS if cpu else []):
+        found = source.count(old)
+        if found != count:
+            sys.exit(f"{path}: the '{what}' edit expects {count} occurrence(s) of {old!r}, found {found}; "
+                     "this runner was written for openai/parameter-golf's root train_gpt.py")
+        source = source.replace(old, new)
+    if cpu:
+        torch.compile = lambda model, **kwargs: model
+        torch.cuda.synchronize = lambda *args, **kwargs: None
+        torch.cuda.max_memory_allocated = lambda *args, **kwargs: 0
+        torch.cuda.max_memory_reserved = lambda *args, **kwargs: 0
+    sys.argv = [path]
+    namespace = {"__name__": "__main__", "__file__": path, "_pgolf_load_initial_weights": _pgolf_load_initial_weights}
+    exec(compile(source, path, "exec"), namespace)
+
+
+if __name__ == "__main__":
+    main()
