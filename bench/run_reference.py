@@ -7,7 +7,8 @@ here) with two optional edits, for side-by-side runs with pgolf (bench/compare_r
       init, so that both programs start from the same point;
   --cpu  the script runs on the CPU in float32, where pgolf's CPU backend computes: no CUDA
       (device cpu; no CUDA check, seed, synchronisation, memory statistics or nvidia-smi), no
-      .bfloat16() on the model, autocast disabled (Newton-Schulz stays bf16: the script writes it
+      .bfloat16() on the model, autocast disabled, float32 attention inputs where a record script
+      casts them to bf16 for FlashAttention (Newton-Schulz stays bf16: the script writes it
       explicitly), no torch.compile (the eager model computes the same function). For checking
       pgolf's semantics against the real script without a GPU (docs/reference-parity.md).
 
@@ -18,13 +19,14 @@ expected, or this runner stops and names it.
 Usage: run_reference.py [--cpu] path/to/train_gpt.py   (the script's environment variables)
 Needs what the script needs (torch, numpy, sentencepiece).
 """
+import contextlib
 import json
 import os
 import sys
 
 import torch
 
-# (what, old, new, expected count)
+# (what, old, new, expected count or tuple of allowed counts)
 INIT_EDIT = ("initial weights", "    restore_low_dim_params_to_fp32(base_model)\n",
              "    restore_low_dim_params_to_fp32(base_model)\n    _pgolf_load_initial_weights(base_model, log0)\n", 1)
 CPU_EDITS = [
@@ -32,9 +34,10 @@ CPU_EDITS = [
     ("device", 'device = torch.device("cuda", local_rank)\n    torch.cuda.set_device(device)\n', 'device = torch.device("cpu")\n', 1),
     ("CUDA seed", "torch.cuda.manual_seed_all(args.seed)", "pass", 1),
     ("nvidia-smi in the log", '["nvidia-smi"]', '["true"]', 1),
-    ("bf16 model", ").to(device).bfloat16()", ").to(device)", 1),
-    ("autocast", 'torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=True)',
-     'torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=False)', 3),
+    # The training model, and in some record scripts a second one built for the final evaluation.
+    ("bf16 model", ").to(device).bfloat16()", ").to(device)", (1, 2)),
+    # Record scripts that cast q, k, v to bf16 for FlashAttention-3 (and for their SDPA fallback).
+    ("bf16 attention inputs", "fa_dtype = torch.bfloat16", "fa_dtype = torch.float32", (0, 1)),
 ]
 
 
@@ -89,11 +92,13 @@ def main():
         source = f.read()
     for what, old, new, count in [INIT_EDIT] + (CPU_EDITS if cpu else []):
         found = source.count(old)
-        if found != count:
+        if found not in (count if isinstance(count, tuple) else (count,)):
             sys.exit(f"{path}: the '{what}' edit expects {count} occurrence(s) of {old!r}, found {found}; "
-                     "this runner was written for openai/parameter-golf's root train_gpt.py")
+                     "this runner was written for openai/parameter-golf's root train_gpt.py and the record scripts that "
+                     "keep its structure")
         source = source.replace(old, new)
     if cpu:
+        torch.autocast = lambda *args, **kwargs: contextlib.nullcontext()  # every form of the call, float32 inside
         torch.compile = lambda model, **kwargs: model
         torch.cuda.synchronize = lambda *args, **kwargs: None
         torch.cuda.max_memory_allocated = lambda *args, **kwargs: 0
