@@ -112,7 +112,7 @@ def main():
     workdir = args.workdir or tempfile.mkdtemp(prefix="pgolf-vs-reference-")
     os.makedirs(workdir, exist_ok=True)
     env = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # one process, one GPU
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "INIT_WEIGHTS"):  # one process, one GPU; --same-init sets INIT_WEIGHTS
         env.pop(k, None)
     env.update({
         "DATA_PATH": os.path.abspath(args.data_path),
@@ -183,7 +183,7 @@ def main():
         if common:
             worst = max(common, key=lambda step: abs(result["train_loss_difference"][step]))
             print(f"train_loss difference (pgolf - reference) at {len(common)} logged steps: "
-                  f"step 1 {result['train_loss_difference'][common[0]]:+.4f}, largest {result['train_loss_difference'][worst]:+.4f} "
+                  f"step {common[0]} {result['train_loss_difference'][common[0]]:+.4f}, largest {result['train_loss_difference'][worst]:+.4f} "
                   f"at step {worst}, last {result['train_loss_difference'][common[-1]]:+.4f}")
         if args.json:
             with open(args.json, "w") as f:

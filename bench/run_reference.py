@@ -21,6 +21,8 @@ Needs what the script needs (torch, numpy, sentencepiece).
 """
 import contextlib
 import json
+import linecache
+import math
 import os
 import sys
 
@@ -58,9 +60,16 @@ def _read_safetensors(path):
             continue
         if info["dtype"] not in SAFETENSORS_DTYPES:
             sys.exit(f"INIT_WEIGHTS={path}: {name} has dtype {info['dtype']}, expected one of {sorted(SAFETENSORS_DTYPES)}")
+        dtype = SAFETENSORS_DTYPES[info["dtype"]]
         begin, end = info["data_offsets"]
-        t = torch.frombuffer(bytearray(data[begin:end]), dtype=SAFETENSORS_DTYPES[info["dtype"]])
-        tensors[name] = t.reshape(info["shape"])
+        numel = math.prod(info["shape"])
+        if end - begin != numel * dtype.itemsize or end > len(data):
+            sys.exit(f"INIT_WEIGHTS={path}: {name} ({info['dtype']} {info['shape']}) has bytes [{begin}, {end}) "
+                     f"of {len(data)}; expected {numel * dtype.itemsize}: the file is truncated or corrupt")
+        if numel == 0:
+            tensors[name] = torch.empty(info["shape"], dtype=dtype)
+        else:
+            tensors[name] = torch.frombuffer(bytearray(data[begin:end]), dtype=dtype).reshape(info["shape"])
     return tensors
 
 
@@ -104,6 +113,8 @@ def main():
         torch.cuda.max_memory_allocated = lambda *args, **kwargs: 0
         torch.cuda.max_memory_reserved = lambda *args, **kwargs: 0
     sys.argv = [path]
+    # Tracebacks then show the edited lines, whose numbers no longer match the file.
+    linecache.cache[path] = (len(source), None, source.splitlines(True), path)
     namespace = {"__name__": "__main__", "__file__": path, "_pgolf_load_initial_weights": _pgolf_load_initial_weights}
     exec(compile(source, path, "exec"), namespace)
 

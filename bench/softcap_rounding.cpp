@@ -6,7 +6,8 @@
 //                       bf16 once: pgolf's CUDA kernel (its test checks it against the oracle's
 //                       formulas on the same bf16 z, which is what this program evaluates)
 //   reference_autocast  the same bf16 z; z/c, tanh and c·tanh rounded to bf16, and the backward's
-//                       products too: train_gpt.py under autocast (cpu::*_autocast)
+//                       products too: train_gpt.py under eager autocast (cpu::*_autocast); the
+//                       script's torch.compile skips some of these roundings
 //
 // It prints val_loss and val_bpb for each (the reference's non-overlapping windows), the per-token
 // loss differences between gpu_kernel and reference_autocast, and the relative L2 differences of
@@ -156,7 +157,7 @@ int measure(const Options& opt) {
   };
   report("fp32_oracle", "fp32 logits and softcap: the CPU backend", acc_oracle);
   report("gpu_kernel", "bf16 logits, fp32 softcap: pgolf's CUDA kernel", acc_kernel);
-  report("reference_autocast", "bf16 logits, z/c, tanh, c*tanh in bf16: train_gpt.py", acc_reference);
+  report("reference_autocast", "bf16 logits, z/c, tanh, c*tanh in bf16: train_gpt.py in eager mode", acc_reference);
   log.printf("gpu_kernel_vs_reference: dval_loss:%+.3e dval_bpb:%+.3e mean_abs_dloss:%.3e max_abs_dloss:%.3e tokens:%lld",
              acc_kernel.val_loss() - acc_reference.val_loss(), acc_kernel.val_bpb() - acc_reference.val_bpb(),
              sum_abs_dloss / static_cast<double>(tokens_total), max_abs_dloss, static_cast<long long>(tokens_total));
@@ -178,7 +179,7 @@ int main(int argc, char** argv) {
   try {
     Options opt;
     run::OptionSet o(program,
-                     "Measures how far pgolf's GPU softcap (fp32) is from the reference's autocast softcap (bf16 z/c, tanh, c*tanh) "
+                     "Measures how far pgolf's GPU softcap (fp32) is from the reference's eager-autocast softcap (bf16 z/c, tanh, c*tanh) "
                      "on a trained model and the validation text: val_loss, val_bpb and gradient differences. CPU only.");
     o.add("MODEL", &opt.model, "configuration of the weights: small or baseline");
     o.add("ARTIFACT", &opt.artifact, "int8+zstd artifact to evaluate");

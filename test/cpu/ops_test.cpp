@@ -295,7 +295,8 @@ TEST(SoftcapCrossEntropy, ForwardAndBackward) {
 // every bf16 value z in [−256, 256]: the results are bf16 values, odd in z, and within the bound
 // the three roundings allow. Each rounding is ≤ u = 2^-8 relative; the one of t = z/c reaches th
 // through tanh' = 1 − th², and |t|·(1 − tanh² t) ≤ |tanh t| (2x ≤ sinh 2x), so |Δth| ≤ 2u·|th|
-// and |Δz'| ≤ c·|Δth| + u·|z'| ≤ 3u·|z'| to first order (3.01 covers the second).
+// and |Δz'| ≤ c·|Δth| + u·|z'| ≤ 3u·|z'| to first order; 3.05u leaves room for the second-order
+// terms (3u², …). The largest error over these values is 2.14u, at z = 9.
 TEST(SoftcapAutocast, RoundsLikeTheReferenceWithinThreeBf16Roundings) {
   constexpr float kCap = 30.0f;  // LOGIT_SOFTCAP
   constexpr double kUnitRoundoff = 1.0 / 256;  // bf16: 8 significant bits
@@ -309,7 +310,7 @@ TEST(SoftcapAutocast, RoundsLikeTheReferenceWithinThreeBf16Roundings) {
     ASSERT_EQ(neg.capped, -pos.capped) << "z = " << z;
     const double exact = kCap * std::tanh(static_cast<double>(z) / kCap);
     // (+1e-37: below the normal range bf16's absolute spacing, ≤ 2^-133 before the ×c, is what is left)
-    ASSERT_LE(std::abs(pos.capped - exact), 3.01 * kUnitRoundoff * std::abs(exact) + 1e-37) << "z = " << z;
+    ASSERT_LE(std::abs(pos.capped - exact), 3.05 * kUnitRoundoff * std::abs(exact) + 1e-37) << "z = " << z;
     ++checked;
   }
   EXPECT_GT(checked, 17000);  // all bf16 values in [0, 256]: 134 binades of 128 values, + zero and subnormals
@@ -319,7 +320,7 @@ TEST(SoftcapAutocast, RoundsLikeTheReferenceWithinThreeBf16Roundings) {
 // 2·max|Δz'| (lse and z'_y each by ≤ max|Δz'|), and the gradient stays within 4u = 2^-6 in L2
 // over the batch; its entries are bf16 values. The gradient is four bf16 roundings deep (≤ u = 2^-8
 // each) on top of p = exp(z' − lse), whose z' is up to 3u·|z'| off (up to ~0.1 absolute near the
-// cap: a few % in p). No entry-wise bound is useful; errors of random sign add in quadrature, and
+// cap: up to ~10% in p). No entry-wise bound is useful; errors of random sign add in quadrature, and
 // these rows give 0.93% (2.4u), under the 4u asserted. Rows: normal logits of std 8 (|z| up to ~40, past the softcap's knee), V = 1024.
 TEST(SoftcapAutocast, ForwardAndBackwardCloseToTheFp32Oracle) {
   constexpr int V = 1024;

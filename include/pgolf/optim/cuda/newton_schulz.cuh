@@ -16,7 +16,9 @@
 //   scale     X = bf16(X / denom);
 //   iterate   per group and step, the reference's bf16 ops in its order (Python evaluates
 //             `c * A @ A` as (c·A)·A): three batched GEMMs (fp32 accumulation, bf16 output, no
-//             epilogue arithmetic) and three element-wise passes, each rounding where PyTorch does:
+//             epilogue arithmetic) and three element-wise passes, each rounding where eager
+//             PyTorch does (the script compiles this function, and Inductor's fused element-wise
+//             kernels may skip some of these roundings, e.g. the inner bf16(b·A); docs/cuda-backend.md):
 //               A  = bf16(X·Xᵀ)
 //               cA = bf16(c·A)                      (ns_scale_bf16)
 //               T  = bf16(cA·A)
@@ -27,7 +29,7 @@
 //               p ← p·(1 − lr·wd) − lr·bf16(aspect·O),  aspect = √max(1, rows/cols).
 //
 // ROUNDING VERSUS THE CPU EMULATION. The rounding points are the CPU's newton_schulz5(bf16) ones,
-// which are the reference's; what differs is the GEMMs' summation order (cuBLASLt's tiles and split
+// which are eager PyTorch's; what differs is the GEMMs' summation order (cuBLASLt's tiles and split
 // versus the CPU's loop), and the quintic's slope of up to ~3.4 per step amplifies a single-ulp
 // difference over five steps. A CPU model with another summation order (K in reversed 16-blocks)
 // put the update within 2.4% (relative Frobenius) of the CPU's emulation after five steps, 0 after

@@ -25,7 +25,7 @@
 //     tensor's own norm to bf16 too (_foreach_norm on a bf16 tensor), which is not reproduced.
 //     The parameter buffer stays fp32: after a step the embedding values are bf16-representable.
 //   - Newton–Schulz runs in bf16 only (NsPrecision::fp32 is a CPU extra: the constructor rejects
-//     it), rounding where the reference's bf16 ops round (newton_schulz.cuh; only the GEMMs' summation order differs).
+//     it), rounding where the reference's bf16 ops round in eager mode (newton_schulz.cuh; the GEMMs' summation order differs).
 #pragma once
 
 #if !defined(__CUDACC__)
