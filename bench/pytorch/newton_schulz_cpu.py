@@ -14,26 +14,19 @@ Needs torch. A standalone script: nothing imports it.
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
 
-NS_COEFFS = (3.4445, -4.7750, 2.0315)  # train_gpt.py's zeropower_via_newtonschulz5
-NS_STEPS = 5                           # MUON_BACKEND_STEPS
+# The PyTorch re-statement of the reference's zeropower_via_newtonschulz5 that test_golden's
+# fixtures come from.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "test", "cpu", "data"))
+from make_golden_fixtures import newton_schulz5  # noqa: E402
 
-
-def newton_schulz(g, dtype):
-    a, b, c = NS_COEFFS
-    x = g.to(dtype)
-    x = x / (x.norm() + 1e-7)
-    transposed = g.size(0) > g.size(1)
-    if transposed:
-        x = x.T
-    for _ in range(NS_STEPS):
-        m = x @ x.T
-        x = a * x + (b * m + c * m @ m) @ x
-    return x.T if transposed else x
+NS_STEPS = 5  # MUON_BACKEND_STEPS
 
 
 def main():
@@ -57,7 +50,7 @@ def main():
         for _ in range(args.repeats):
             start = time.perf_counter()
             for g in grads:
-                newton_schulz(g, dtype)
+                newton_schulz5(g, NS_STEPS, dtype)
             times.append(time.perf_counter() - start)
         print(f"newton_schulz {str(dtype).removeprefix('torch.')}: {1000 * statistics.median(times):.1f} ms per optimizer step "
               f"({len(shapes)} matrices, {args.threads} threads, torch {torch.__version__})")
