@@ -4,7 +4,8 @@ here) with two optional edits, for side-by-side runs with pgolf (bench/compare_r
 
   INIT_WEIGHTS=<file.safetensors>  the model starts from these weights (reference state_dict
       names, as pgolf's train binaries write final_model.safetensors) instead of its own random
-      init, so that both programs start from the same point;
+      init, so that both programs start from the same point (a record that banks its block
+      matrices, PR #1089, rebuilds its banks with its own _rebank_state_dict);
   --cpu  the script runs on the CPU in float32, where pgolf's CPU backend computes: no CUDA
       (device cpu; no CUDA check, seed, synchronisation, memory statistics or nvidia-smi), no
       .bfloat16() on the model, autocast disabled, float32 attention inputs where a record script
@@ -24,20 +25,22 @@ import json
 import linecache
 import math
 import os
+import re
 import sys
 
 import torch
 
 # (what, old, new, expected count or tuple of allowed counts)
-INIT_EDIT = ("initial weights", "    restore_low_dim_params_to_fp32(base_model)\n",
-             "    restore_low_dim_params_to_fp32(base_model)\n    _pgolf_load_initial_weights(base_model, log0)\n", 1)
+# After the model's dtypes are set, at that line's own indentation.
+INIT_EDIT = ("initial weights", re.compile(r"^([ \t]*)restore_low_dim_params_to_fp32\(base_model\)\n", re.MULTILINE),
+             r"\g<0>\1_pgolf_load_initial_weights(base_model, log0, globals())\n", 1)
 CPU_EDITS = [
     ("CUDA check", 'if not torch.cuda.is_available():\n        raise RuntimeError("CUDA is required")\n', "pass\n", 1),
     ("device", 'device = torch.device("cuda", local_rank)\n    torch.cuda.set_device(device)\n', 'device = torch.device("cpu")\n', 1),
     ("CUDA seed", "torch.cuda.manual_seed_all(args.seed)", "pass", 1),
     ("nvidia-smi in the log", '["nvidia-smi"]', '["true"]', 1),
-    # The training model, and in some record scripts a second one built for the final evaluation.
-    ("bf16 model", ").to(device).bfloat16()", ").to(device)", (1, 2)),
+    # The training model, and in some record scripts more built for evaluation or calibration.
+    ("bf16 model", ").to(device).bfloat16()", ").to(device)", (1, 2, 3)),
     # Record scripts that cast q, k, v to bf16 for FlashAttention-3 (and for their SDPA fallback).
     ("bf16 attention inputs", "fa_dtype = torch.bfloat16", "fa_dtype = torch.float32", (0, 1)),
 ]
@@ -73,12 +76,16 @@ def _read_safetensors(path):
     return tensors
 
 
-def _pgolf_load_initial_weights(model, log0):
+def _pgolf_load_initial_weights(model, log0, script_globals):
     path = os.environ.get("INIT_WEIGHTS")
     if not path:
         return
     state = _read_safetensors(path)
     own = model.state_dict()
+    if "qo_bank" in own and "_rebank_state_dict" in script_globals:
+        # Records that bank the block matrices (PR #1089): pgolf writes them one per layer, under the
+        # names the record's own _unbank_state_dict gives them.
+        state = script_globals["_rebank_state_dict"](state, len(model.blocks), own)
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if missing or extra:
@@ -100,12 +107,13 @@ def main():
     with open(path, encoding="utf-8") as f:
         source = f.read()
     for what, old, new, count in [INIT_EDIT] + (CPU_EDITS if cpu else []):
-        found = source.count(old)
+        found = len(old.findall(source)) if isinstance(old, re.Pattern) else source.count(old)
         if found not in (count if isinstance(count, tuple) else (count,)):
-            sys.exit(f"{path}: the '{what}' edit expects {count} occurrence(s) of {old!r}, found {found}; "
+            pattern = old.pattern if isinstance(old, re.Pattern) else old
+            sys.exit(f"{path}: the '{what}' edit expects {count} occurrence(s) of {pattern!r}, found {found}; "
                      "this runner was written for openai/parameter-golf's root train_gpt.py and the record scripts that "
                      "keep its structure")
-        source = source.replace(old, new)
+        source = old.sub(new, source) if isinstance(old, re.Pattern) else source.replace(old, new)
     if cpu:
         torch.autocast = lambda *args, **kwargs: contextlib.nullcontext()  # every form of the call, float32 inside
         torch.compile = lambda model, **kwargs: model

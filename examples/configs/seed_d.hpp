@@ -1,6 +1,7 @@
 // Seed D — "Turbo-Muon + EngramLite + GPTQ" (val_bpb 1.1091, openai/parameter-golf PR #1089,
 // 2026-03-28_TurboMuon_EngramLite_ParamBanking): 11 layers, width 512, GQA 8/4, MLP 3.5× (1,792)
-// LeakyReLU(0.3)², EngramLite (2 heads × bigram + trigram, 8,192 buckets, 32 dims per head), U-Net
+// LeakyReLU(0.3)² (the issue's; the record's script fixes per-layer slopes −0.014 … 0.468, which
+// one leaky_slope cannot express: docs/features.md), EngramLite (2 heads × bigram + trigram, 8,192 buckets, 32 dims per head), U-Net
 // skips with sigmoid gates, value embeddings (128) at layers 9 and 10, SmearGate (after the norm),
 // XSA in all 11 layers, partial RoPE 16/64, LN scale, logit softcap 30, OrthoInit with the mimetic
 // V-O initialisation (α 0.05). Turbo-Muon and GPTQ belong to later issues.
