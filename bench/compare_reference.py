@@ -132,11 +132,14 @@ def main():
     tokens = args.train_batch_tokens
     result = {"iterations": args.iterations, "train_batch_tokens": tokens, "train_seq_len": args.train_seq_len}
 
-    def record(name, figures):
-        result[name] = dict(figures, tokens_per_s=tokens / (figures["step_avg_ms"] / 1000.0)) if figures else None
-        if args.json:  # after each program: a run stopped later still leaves what finished
+    def save():
+        if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
+
+    def record(name, figures):
+        result[name] = dict(figures, tokens_per_s=tokens / (figures["step_avg_ms"] / 1000.0)) if figures else None
+        save()  # after each program: a run stopped later still leaves what finished
 
     # pgolf first (the shorter run, and the one whose failure says the most), then the reference;
     # each runs even if the other failed.
@@ -185,9 +188,7 @@ def main():
             print(f"train_loss difference (pgolf - reference) at {len(common)} logged steps: "
                   f"step {common[0]} {result['train_loss_difference'][common[0]]:+.4f}, largest {result['train_loss_difference'][worst]:+.4f} "
                   f"at step {worst}, last {result['train_loss_difference'][common[-1]]:+.4f}")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=2)
+        save()
     else:
         sys.exit(1)
 

@@ -65,6 +65,12 @@ mkdir -p "$out"
 status=0
 
 note() { echo "== $*" | tee -a "$out/summary.txt"; }
+# note_exit LABEL RC: the program's exit status into the summary; a failure fails the run.
+note_exit() {
+  note "$1: exit $2$([ "$2" -eq 124 ] && echo ' (timed out)')"
+  [ "$2" -ne 0 ] && status=1
+  return 0
+}
 # The results so far into $OUT (the device tool brings back what is there, even after a timeout).
 pack() {
   if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
@@ -128,15 +134,13 @@ step_test() {
   check_libraries
   # Each CUDA test binary with its full output kept (the model tests print their per-tensor error
   # tables); the summary gets gtest's verdict lines.
-  local t name rc filter=()
+  local t name filter=()
   [ -n "${PGOLF_TEST_FILTER:-}" ] && filter=("--gtest_filter=$PGOLF_TEST_FILTER")
   for t in $(programs_in "$build_dir/test/cuda" test_cuda_); do
     name=$(basename "$t")
     run_limited "${PGOLF_TEST_TIMEOUT:-240}" "$out/$name.log" "$t" --gtest_color=no "${filter[@]}"
-    rc=$?
-    note "$name: exit $rc$([ $rc -eq 124 ] && echo ' (timed out)')"
+    note_exit "$name" $?
     grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$out/$name.log" | tee -a "$out/summary.txt"
-    [ $rc -ne 0 ] && status=1
     pack
   done
 }
@@ -154,9 +158,7 @@ step_bench() {
     # Google Benchmark 1.7 (Debian 12) takes --benchmark_min_time in plain seconds.
     run_limited "${PGOLF_BENCH_TIMEOUT:-150}" "$out/$name.txt" "$b" --benchmark_out="$out/$name.json" --benchmark_out_format=json \
       --benchmark_min_time="${PGOLF_BENCH_MIN_TIME:-0.1}" "${filter[@]}"
-    rc=$?
-    note "benchmark $name: exit $rc$([ $rc -eq 124 ] && echo ' (timed out)')"
-    [ $rc -ne 0 ] && status=1
+    note_exit "benchmark $name" $?
     grep -v "^\*\*\*WARNING" "$out/$name.txt" | tail -25
     pack
   done
@@ -164,11 +166,8 @@ step_bench() {
 
 # sanitize_one TOOL PROGRAM FILTER LOG LABEL: one compute-sanitizer run under the time limit.
 sanitize_one() {
-  local rc
   run_limited "${PGOLF_SANITIZE_TIMEOUT:-180}" "$out/$4" compute-sanitizer --tool "$1" --error-exitcode 99 "$2" "--gtest_filter=$3"
-  rc=$?
-  note "$5: exit $rc$([ $rc -eq 124 ] && echo ' (timed out)')"
-  [ $rc -ne 0 ] && status=1
+  note_exit "$5" $?
   pack
 }
 

@@ -33,9 +33,7 @@ double forward_flops(std::int64_t B, int H, std::int64_t T, int Hd) {
   return 4.0 * static_cast<double>(B) * H * Hd * static_cast<double>(T) * static_cast<double>(T + 1) / 2.0;
 }
 
-DeviceBuffer<nv_bf16> random_bf16(std::int64_t n, std::uint64_t stream, const char* what) {
-  return pgolf::bench::random_device<nv_bf16>(n, stream, 1.0f, what);
-}
+using pgolf::bench::random_bf16;
 
 enum class Pass { forward, backward, forward_backward };
 
@@ -53,9 +51,9 @@ struct Layer {
       : B(b),
         T(t),
         N(b * t),
-        qkv(random_bf16(N * LD, 1, "qkv")),
+        qkv(random_bf16(N * LD, 1, 1.0f, "qkv")),
         y(static_cast<std::size_t>(N * QW), "y"),
-        dy(random_bf16(N * QW, 2, "dy")),
+        dy(random_bf16(N * QW, 2, 1.0f, "dy")),
         dqkv(static_cast<std::size_t>(N * LD), "dqkv"),
         lse(static_cast<std::size_t>(b * H * t), "lse"),
         scratch(pgolf::cuda::attention_backward_scratch_bytes<H, Hkv, Hd>(b, t), "attention scratch") {}

@@ -113,6 +113,13 @@ DeviceBuffer<T> random_device(std::int64_t n, std::uint64_t stream, float std, c
   }
   return d;
 }
+inline DeviceBuffer<float> random_f32(std::int64_t n, std::uint64_t stream, float std = 1.0f, const char* what = "bench input (fp32)") {
+  return random_device<float>(n, stream, std, what);
+}
+inline DeviceBuffer<cuda::nv_bf16> random_bf16(std::int64_t n, std::uint64_t stream, float std = 1.0f,
+                                               const char* what = "bench input (bf16)") {
+  return random_device<cuda::nv_bf16>(n, stream, std, what);
+}
 
 // Times `launch` on `stream`: one warm-up call (first-use costs), then one timed call per iteration.
 // Before each start event a short spin kernel occupies the stream (20 µs at ~2 GHz), so that the

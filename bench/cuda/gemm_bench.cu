@@ -43,9 +43,7 @@ constexpr Layer kLayers[] = {
 };
 constexpr const char* kPassNames[] = {"forward", "backward_input", "backward_weight"};
 
-DeviceBuffer<nv_bf16> random_bf16(std::size_t n, std::uint64_t stream) {
-  return pgolf::bench::random_device<nv_bf16>(static_cast<std::int64_t>(n), stream, 1.0f, "bench input (bf16)");
-}
+using pgolf::bench::random_bf16;
 
 // range(0): layer, range(1): pass (0 forward, 1 backward input, 2 backward weight).
 void BM_TrainingGemm(benchmark::State& state) {
@@ -53,9 +51,9 @@ void BM_TrainingGemm(benchmark::State& state) {
   const Layer& L = kLayers[state.range(0)];
   const int pass = static_cast<int>(state.range(1));
   GemmEngine engine;
-  auto x = random_bf16(static_cast<std::size_t>(kN * L.in), 1);
-  auto dy = random_bf16(static_cast<std::size_t>(kN * L.out), 2);
-  auto W = random_bf16(static_cast<std::size_t>(L.out * L.in), 3);
+  auto x = random_bf16(kN * L.in, 1);
+  auto dy = random_bf16(kN * L.out, 2);
+  auto W = random_bf16(L.out * L.in, 3);
   DeviceBuffer<float> y32, dW;
   DeviceBuffer<nv_bf16> y16, dx;
   if (pass == 0 && L.fp32_forward) y32 = DeviceBuffer<float>(static_cast<std::size_t>(kN * L.out), "y (fp32)");
@@ -88,7 +86,7 @@ void BM_SquareGemm(benchmark::State& state) {
   if (!pgolf::bench::require_gpu(state)) return;
   const std::int64_t n = state.range(0);
   GemmEngine engine;
-  auto A = random_bf16(static_cast<std::size_t>(n * n), 4), B = random_bf16(static_cast<std::size_t>(n * n), 5);
+  auto A = random_bf16(n * n, 4), B = random_bf16(n * n, 5);
   DeviceBuffer<nv_bf16> D(static_cast<std::size_t>(n * n), "D");
   auto run = [&] {
     engine.gemm(pgolf::cuda::Trans::no, pgolf::cuda::Trans::yes, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, nullptr, D.data(), n,

@@ -28,14 +28,8 @@ using pgolf::cuda::nv_bf16;
 constexpr std::int64_t kBatch = 64, kSeq = 1024, kN = kBatch * kSeq;
 constexpr int kH = 8, kHkv = 4, kHd = 64, kD = 512, kVocab = 1024;
 
-// Device buffers of N(0, std²) values, drawn on the GPU (bench::random_device).
-DeviceBuffer<float> random_f32(std::size_t n, std::uint64_t stream, float std = 1.0f) {
-  return pgolf::bench::random_device<float>(static_cast<std::int64_t>(n), stream, std, "bench input (fp32)");
-}
-
-DeviceBuffer<nv_bf16> random_bf16(std::size_t n, std::uint64_t stream, float std = 1.0f) {
-  return pgolf::bench::random_device<nv_bf16>(static_cast<std::int64_t>(n), stream, std, "bench input (bf16)");
-}
+using pgolf::bench::random_bf16;
+using pgolf::bench::random_f32;
 
 // Token ids: uniform, or Zipf(s = 1) over the vocabulary (p(rank k) ∝ 1/k: the most frequent id
 // takes ~13% of the positions, ~8,700 of 65,536, a harsher head than real text) with the ranks
@@ -114,7 +108,7 @@ void BM_QkNormRopeBackward(benchmark::State& state) {
 
 void BM_EmbeddingForward(benchmark::State& state) {
   if (!pgolf::bench::require_gpu(state)) return;
-  auto table = random_f32(static_cast<std::size_t>(kVocab) * kD, 7);
+  auto table = random_f32(std::int64_t{kVocab} * kD, 7);
   auto ids = token_ids(kN, kVocab, state.range(0) != 0);
   DeviceBuffer<float> out(kN * kD, "embeddings");
   pgolf::cuda::embedding_forward<kD>(out.data(), table.data(), ids.data(), kN, nullptr);
@@ -156,7 +150,7 @@ void BM_EmbeddingBackward(benchmark::State& state) {
 template <int V, bool Backward>
 void BM_SoftcapCrossEntropy(benchmark::State& state) {
   if (!pgolf::bench::require_gpu(state)) return;
-  auto logits = random_bf16(static_cast<std::size_t>(kN) * V, 9, 8.0f);
+  auto logits = random_bf16(kN * V, 9, 8.0f);
   DeviceBuffer<nv_bf16> dlogits(static_cast<std::size_t>(kN) * V, "dlogits");
   auto targets = token_ids(kN, V, true);
   DeviceBuffer<float> loss(kN, "loss");

@@ -29,9 +29,7 @@ using pgolf::cuda::GemmEngine;
 constexpr auto kC = pgolf::configs::kBaseline;
 using Layout = pgolf::ParamLayout<kC>;
 
-DeviceBuffer<float> random_f32(std::size_t n, std::uint64_t stream, float std) {
-  return pgolf::bench::random_device<float>(static_cast<std::int64_t>(n), stream, std, "bench input (fp32)");
-}
+using pgolf::bench::random_f32;
 
 std::vector<pgolf::cuda::NsInput> muon_matrices() {
   std::vector<pgolf::cuda::NsInput> out;
@@ -48,8 +46,8 @@ void BM_OptimizerStep(benchmark::State& state) {
   if (state.range(0)) opt.grad_clip_norm = 0.3;
   GemmEngine engine;
   pgolf::cuda::CudaOptimizer<kC> optimizer(opt, engine);
-  auto params = random_f32(static_cast<std::size_t>(Layout::total), 1, 0.02f);
-  auto grads = random_f32(static_cast<std::size_t>(Layout::total), 2, 1e-3f);
+  auto params = random_f32(Layout::total, 1, 0.02f);
+  auto grads = random_f32(Layout::total, 2, 1e-3f);
   for (int i = 0; i < 3; ++i) optimizer.step(params.data(), grads.data(), 1.0, 0.95, nullptr);  // plans, warm-up
   pgolf::bench::time_launches(state, [&] { optimizer.step(params.data(), grads.data(), 1.0, 0.95, nullptr); });
   pgolf::bench::report_flops(state, optimizer.newton_schulz().flops(opt.muon_backend_steps));  // NS FLOPs over the whole step's time
@@ -62,7 +60,7 @@ void BM_NewtonSchulz(benchmark::State& state) {
   GemmEngine engine;
   const auto mats = muon_matrices();
   pgolf::cuda::NewtonSchulzBatch ns(mats);
-  auto grads = random_f32(static_cast<std::size_t>(Layout::total), 2, 1e-3f);
+  auto grads = random_f32(Layout::total, 2, 1e-3f);
   ns.prepare(grads.data(), nullptr, 0.0f, nullptr, nullptr);
   // Plans, warm-up. Repeated calls iterate on the previous call's buffers (near-orthogonal
   // matrices, values O(1)): the same work as on a fresh input.
@@ -86,7 +84,7 @@ void BM_NewtonSchulzGroup(benchmark::State& state) {
     if (std::min(in.rows, in.cols) == g.m && std::max(in.rows, in.cols) == g.n) mats.push_back(in);
   }
   pgolf::cuda::NewtonSchulzBatch ns(mats);
-  auto grads = random_f32(static_cast<std::size_t>(Layout::total), 2, 1e-3f);
+  auto grads = random_f32(Layout::total, 2, 1e-3f);
   ns.prepare(grads.data(), nullptr, 0.0f, nullptr, nullptr);
   for (int i = 0; i < 2; ++i) ns.iterate(engine, 5, nullptr);
   pgolf::bench::time_launches(state, [&] { ns.iterate(engine, 5, nullptr); });
@@ -101,8 +99,8 @@ void BM_MuonElementwise(benchmark::State& state) {
   if (!pgolf::bench::require_gpu(state)) return;
   const auto mats = muon_matrices();
   pgolf::cuda::NewtonSchulzBatch ns(mats);
-  auto grads = random_f32(static_cast<std::size_t>(Layout::total), 2, 1e-3f);
-  auto params = random_f32(static_cast<std::size_t>(Layout::total), 1, 0.02f);
+  auto grads = random_f32(Layout::total, 2, 1e-3f);
+  auto params = random_f32(Layout::total, 1, 0.02f);
   DeviceBuffer<float> momentum(static_cast<std::size_t>(Layout::total), "momentum");
   momentum.zero();
   auto run = [&] {

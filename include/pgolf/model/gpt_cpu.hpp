@@ -110,10 +110,13 @@ class Gpt {
     embed_backward(P, G);
   }
 
-  // The final hidden states (N, D) and the softcapped logits (N, V) of the last forward (valid
-  // until backward(), which overwrites the logits with their gradient).
+  // The final hidden states (N, D), the softcapped logits (N, V), the per-token losses and their
+  // logsumexp (N) of the last forward (the logits are valid until backward(), which overwrites them
+  // with their gradient).
   std::span<const T> final_hidden() const { return {hf_.data(), hf_.size()}; }
   std::span<const T> capped_logits() const { return {logits_.data(), logits_.size()}; }
+  std::span<const T> token_losses() const { return {loss_.data(), loss_.size()}; }
+  std::span<const T> logsumexp() const { return {lse_.data(), lse_.size()}; }
 
  private:
   static T ln_factor(int l) {

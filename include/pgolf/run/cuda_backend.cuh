@@ -205,7 +205,7 @@ class CudaBackend final : public Backend {
   static void round_embedding_tables(std::span<float> p) {
     for (const ParamSpec& s : Layout::specs()) {
       if (!held_in_bf16_by_reference(s)) continue;
-      for (std::int64_t i = s.offset; i < s.offset + s.numel(); ++i) p[i] = bf16::from_float(p[i]).to_float();
+      for (std::int64_t i = s.offset; i < s.offset + s.numel(); ++i) p[i] = round_to_bf16(p[i]);
     }
   }
 
