@@ -5,7 +5,9 @@ here) with two optional edits, for side-by-side runs with pgolf (bench/compare_r
   INIT_WEIGHTS=<file.safetensors>  the model starts from these weights (reference state_dict
       names, as pgolf's train binaries write final_model.safetensors) instead of its own random
       init, so that both programs start from the same point (a record that banks its block
-      matrices, PR #1089, rebuilds its banks with its own _rebank_state_dict);
+      matrices, PR #1089, rebuilds its banks with its own _rebank_state_dict; one that names the
+      hash embedding otherwise, PR #436's bigram_hash.emb/proj/scale, gets pgolf's tensors under
+      its names);
   --cpu  the script runs on the CPU in float32, where pgolf's CPU backend computes: no CUDA
       (device cpu; no CUDA check, seed, synchronisation, memory statistics or nvidia-smi), no
       .bfloat16() on the model, autocast disabled, float32 attention inputs where a record script
@@ -76,6 +78,14 @@ def _read_safetensors(path):
     return tensors
 
 
+# pgolf's names (the canonical BigramHash of rec/2026-03-20) -> a record's own names for the same tensors.
+RECORD_NAME_ALIASES = {
+    "bigram.embed.weight": "bigram_hash.emb.weight",  # PR #436 (seed A) BigramHash
+    "bigram.proj.weight": "bigram_hash.proj.weight",
+    "bigram.scale": "bigram_hash.scale",
+}
+
+
 def _pgolf_load_initial_weights(model, log0, script_globals):
     path = os.environ.get("INIT_WEIGHTS")
     if not path:
@@ -86,6 +96,8 @@ def _pgolf_load_initial_weights(model, log0, script_globals):
         # Records that bank the block matrices (PR #1089): pgolf writes them one per layer, under the
         # names the record's own _unbank_state_dict gives them.
         state = script_globals["_rebank_state_dict"](state, len(model.blocks), own)
+    state = {RECORD_NAME_ALIASES[k] if k not in own and RECORD_NAME_ALIASES.get(k) in own else k: v
+             for k, v in state.items()}
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if missing or extra:

@@ -71,6 +71,19 @@ TEST(Config, DescriptionAndFingerprint) {
   softcap.logit_softcap = 20.0f;
   EXPECT_NE(fingerprint(base), fingerprint(softcap));
   EXPECT_NE(describe(base).find("'custom'"), std::string::npos);
+  // The initialisation and the optimizer groups are logged but leave the fingerprint alone.
+  EXPECT_EQ(describe_init(base), "reference");
+  EXPECT_EQ(describe_groups(base), "canonical");
+  ModelConfig seed_a_like = base;
+  seed_a_like.features.hash_embedding = HashEmbedding::bigram;
+  seed_a_like.features.hash_buckets = 12288;
+  const std::uint64_t canonical_fingerprint = fingerprint(seed_a_like);
+  seed_a_like.init.overtone_embedding = true;
+  seed_a_like.init.hash_table_init_std = 0.01f;
+  seed_a_like.groups.hash_embedding = HashEmbeddingGroups::embedding_adam;
+  EXPECT_EQ(describe_init(seed_a_like), "overtone_embedding hash_table_init_std=0.01");
+  EXPECT_EQ(describe_groups(seed_a_like), "hash_embedding=embedding_adam");
+  EXPECT_EQ(fingerprint(seed_a_like), canonical_fingerprint);
 }
 
 TEST(Tensor, ViewExtentsIndexAndShapeCheck) {

@@ -106,6 +106,33 @@ TEST(ParamCount, EverySeedMatchesTheFormula) {
   EXPECT_EQ(param_count<configs::kSeedB>, 10 * (786'432 + 1'572'864 + 8 + 2'048) + 524'288 + 2'560 + 589'825 + 512);
 }
 
+// Seed A's record (PR #436) trains its whole BigramHash in the token embedding's Adam group; the
+// canonical BigramHash (seed B) sends the projection to Muon and the scale to the scalar group.
+// Only the embedding tables are bf16 tensors in the reference, whatever group trains them.
+TEST(ParamLayout, HashEmbeddingGroupsFollowTheRecordAndOnlyTablesAreHeldInBf16) {
+  std::map<std::string, ParamSpec> a, b, d;
+  for (const auto& s : ParamLayout<configs::kSeedA>::specs()) a[s.name()] = s;
+  for (const auto& s : ParamLayout<configs::kSeedB>::specs()) b[s.name()] = s;
+  for (const auto& s : ParamLayout<configs::kSeedD>::specs()) d[s.name()] = s;
+  for (const char* name : {"bigram.embed.weight", "bigram.proj.weight", "bigram.scale"}) {
+    EXPECT_EQ(a.at(name).role, ParamRole::embedding) << name;
+  }
+  EXPECT_EQ(b.at("bigram.embed.weight").role, ParamRole::embedding);
+  EXPECT_EQ(b.at("bigram.proj.weight").role, ParamRole::matrix);
+  EXPECT_EQ(b.at("bigram.scale").role, ParamRole::scalar);
+  EXPECT_EQ(d.at("bigram.ngram_gate").role, ParamRole::scalar);
+  auto bf16_tensors = [](const std::map<std::string, ParamSpec>& by) {
+    std::vector<std::string> names;
+    for (const auto& [name, s] : by) {
+      if (held_in_bf16_by_reference(s)) names.push_back(name);
+    }
+    return names;
+  };
+  EXPECT_EQ(bf16_tensors(a), (std::vector<std::string>{"bigram.embed.weight", "tok_emb.weight"}));
+  EXPECT_EQ(bf16_tensors(b), (std::vector<std::string>{"bigram.embed.weight", "tok_emb.weight"}));
+  EXPECT_EQ(bf16_tensors(d), (std::vector<std::string>{"bigram.embed.weight", "tok_emb.weight", "ve_shared.embed.weight"}));
+}
+
 TEST(ParamLayout, FeatureTensorsHaveTheRecordsNamesRolesAndControlFlags) {
   std::map<std::string, ParamSpec> by;
   for (const auto& s : ParamLayout<configs::kSeedD>::specs()) by[s.name()] = s;

@@ -139,13 +139,26 @@ constexpr ModelConfig kOptTiny = [] {
   return c;
 }();
 
-TEST(Optimizer, AdamMatchesTorchAdamFormulaAndMuonMatchesItsDefinition) {
-  using L = ParamLayout<kOptTiny>;
+// The same with a BigramHash trained entirely in the embedding's Adam group (seed A's record):
+// its projection, a matrix, goes through Adam at TIED_EMBED_LR instead of Muon.
+constexpr ModelConfig kOptTinyHashInEmbeddingGroup = [] {
+  ModelConfig c = kOptTiny;
+  c.features.hash_embedding = HashEmbedding::bigram;
+  c.features.hash_buckets = 9;
+  c.features.hash_dim = 4;
+  c.init.hash_table_init_std = 0.01f;
+  c.groups.hash_embedding = HashEmbeddingGroups::embedding_adam;
+  return c;
+}();
+
+template <ModelConfig C>
+void expect_adam_and_muon_by_role() {
+  using L = ParamLayout<C>;
   OptimizerOptions opt;
   opt.ns_precision = NsPrecision::fp32;
-  Optimizer<kOptTiny> o(opt);
+  Optimizer<C> o(opt);
   std::vector<float> p(L::total), p0;
-  init_params<kOptTiny>(std::span<float>(p), 11);
+  init_params<C>(std::span<float>(p), 11);
   p0 = p;
   std::vector<std::vector<float>> grads;
   for (int t = 0; t < 3; ++t) {
@@ -186,6 +199,19 @@ TEST(Optimizer, AdamMatchesTorchAdamFormulaAndMuonMatchesItsDefinition) {
     }
     for (std::int64_t i = 0; i < n; ++i) ASSERT_NEAR(p[s.offset + i], w[i], 2e-6) << s.name() << "[" << i << "]";
   }
+}
+
+TEST(Optimizer, AdamMatchesTorchAdamFormulaAndMuonMatchesItsDefinition) { expect_adam_and_muon_by_role<kOptTiny>(); }
+
+TEST(Optimizer, AHashEmbeddingInTheEmbeddingGroupTrainsItsProjectionWithAdam) {
+  using L = ParamLayout<kOptTinyHashInEmbeddingGroup>;
+  static_assert(L::has(GlobalParam::hash_proj));
+  for (const ParamSpec& s : L::specs()) {
+    if (!s.in_block && s.global == GlobalParam::hash_proj) {
+      EXPECT_EQ(s.role, ParamRole::embedding);
+    }
+  }
+  expect_adam_and_muon_by_role<kOptTinyHashInEmbeddingGroup>();
 }
 
 TEST(Optimizer, GradientClippingScalesToTheMaxNorm) {

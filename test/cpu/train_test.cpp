@@ -140,6 +140,45 @@ TEST_F(TrainLoop, ANonFiniteLossStopsWithAClearMessageAndKeepsTheCheckpoint) {
   EXPECT_NO_THROW(io::read_artifact_for(ckpt, kTrainTiny));
 }
 
+// Two configurations of one architecture (one fingerprint) whose hash embeddings train in other
+// optimizer groups: a checkpoint's optimizer state belongs to the groups it was trained with.
+constexpr ModelConfig kHashCanonical = [] {
+  ModelConfig c = kTrainTiny;
+  c.name = "hash-canonical";
+  c.features.hash_embedding = HashEmbedding::bigram;
+  c.features.hash_buckets = 17;
+  c.features.hash_dim = 8;
+  return c;
+}();
+constexpr ModelConfig kHashInEmbeddingGroup = [] {
+  ModelConfig c = kHashCanonical;
+  c.name = "hash-embedding-adam";
+  c.groups.hash_embedding = HashEmbeddingGroups::embedding_adam;
+  return c;
+}();
+
+TEST(Checkpoint, OptimizerStateOfOtherOptimizerGroupsIsRefused) {
+  ASSERT_EQ(fingerprint(kHashCanonical), fingerprint(kHashInEmbeddingGroup)) << "the groups do not change the weights' meaning";
+  TempDir dir("ckpt_groups");
+  const auto path = dir / "checkpoint.pgck";
+  run::CpuBackend<kHashCanonical> canonical(OptimizerOptions{});
+  canonical.init(1, InitOptions{});
+  run::CheckpointState st;
+  st.step = 3;
+  run::save_checkpoint<kHashCanonical>(path, canonical, st, 1);
+  EXPECT_EQ(run::load_checkpoint<kHashCanonical>(path, canonical).step, 3);
+  run::CpuBackend<kHashInEmbeddingGroup> other(OptimizerOptions{});
+  try {
+    run::load_checkpoint<kHashInEmbeddingGroup>(path, other);
+    FAIL() << "a checkpoint of the canonical groups was resumed with the hash embedding in the embedding group";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(path.string()), std::string::npos) << what;
+    EXPECT_NE(what.find("'canonical'"), std::string::npos) << what;
+    EXPECT_NE(what.find("'hash_embedding=embedding_adam'"), std::string::npos) << what;
+  }
+}
+
 TEST_F(TrainLoop, TheConfigurationMustMatchTheTokenizerAndTheSequenceLength) {
   auto a = args("bad_seq");
   a.data.train_seq_len = 64;  // > max_seq_len 32

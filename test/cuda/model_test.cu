@@ -299,7 +299,7 @@ TEST_F(GpuModel, TrainingIsBitwiseDeterministic) {
   EXPECT_TRUE(p1 == p2) << "weights differ between two identical runs";
 }
 
-// The GPU initialisation is the CPU's, with the embedding tables (every ParamRole::embedding tensor:
+// The GPU initialisation is the CPU's, with the embedding tables (held_in_bf16_by_reference:
 // tok_emb, hash and value embeddings) held in bf16 as the reference holds its nn.Embedding tables;
 // write_params rounds them too, and nothing else.
 template <ModelConfig C>
@@ -312,7 +312,7 @@ void expect_bf16_embedding_tables(std::uint64_t seed) {
   init_params<C>(std::span<float>(pc), seed);
   int tables = 0;
   for (const ParamSpec& s : L::specs()) {
-    const bool table = s.role == ParamRole::embedding;
+    const bool table = held_in_bf16_by_reference(s);
     tables += table ? 1 : 0;
     for (std::int64_t i = 0; i < s.numel(); ++i) {
       const float want = table ? bf16::from_float(pc[s.offset + i]).to_float() : pc[s.offset + i];
@@ -325,7 +325,7 @@ void expect_bf16_embedding_tables(std::uint64_t seed) {
   gpu.write_params(noise);
   gpu.read_params(pg);
   for (const ParamSpec& s : L::specs()) {
-    const bool table = s.role == ParamRole::embedding;
+    const bool table = held_in_bf16_by_reference(s);
     for (std::int64_t i = 0; i < s.numel(); ++i) {
       const float want = table ? bf16::from_float(noise[s.offset + i]).to_float() : noise[s.offset + i];
       ASSERT_EQ(pg[s.offset + i], want) << "write_params: " << s.name() << "[" << i << "]";

@@ -424,7 +424,7 @@ void expect_bf16_table(const OptimizerOptions& opt, const ParamSpec& s, const st
   EXPECT_TRUE(mostly_bit_exact(gv, v)) << "exp_avg_sq";
 }
 
-// The embedding tables (every ParamRole::embedding tensor) through the reference's bf16 fused Adam:
+// The embedding tables (held_in_bf16_by_reference) through the reference's bf16 fused Adam:
 // bf16 loads of p, g, m, v; fp32 math; bf16 stores.
 template <ModelConfig C>
 void expect_bf16_embedding(const OptimizerOptions& opt, const std::string& what) {
@@ -437,7 +437,7 @@ void expect_bf16_embedding(const OptimizerOptions& opt, const std::string& what)
 
   std::vector<char> is_bf16(static_cast<std::size_t>(L::total), 0);  // element of an embedding table
   for (const ParamSpec& s : L::specs()) {
-    if (s.role == ParamRole::embedding) std::fill_n(is_bf16.begin() + s.offset, s.numel(), 1);
+    if (held_in_bf16_by_reference(s)) std::fill_n(is_bf16.begin() + s.offset, s.numel(), 1);
   }
   // The clip coefficient of each step: the norm sees the bf16 embedding gradients.
   std::vector<float> coefs(3, 1.0f);
@@ -455,7 +455,7 @@ void expect_bf16_embedding(const OptimizerOptions& opt, const std::string& what)
   }
   int tables = 0;
   for (const ParamSpec& s : L::specs()) {
-    if (s.role != ParamRole::embedding) continue;
+    if (!held_in_bf16_by_reference(s)) continue;
     ++tables;
     expect_bf16_table<C>(opt, s, p0, grads, coefs, on);
   }
@@ -464,7 +464,7 @@ void expect_bf16_embedding(const OptimizerOptions& opt, const std::string& what)
   // tensor is bit-identical to the run with fp32 storage.
   if (opt.grad_clip_norm <= 0) {
     for (const ParamSpec& s : L::specs()) {
-      if (s.role == ParamRole::embedding) continue;
+      if (held_in_bf16_by_reference(s)) continue;
       EXPECT_TRUE(all_close(slice(on.params, s), slice(off.params, s), 0, 0)) << s.name();
     }
   }

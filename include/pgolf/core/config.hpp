@@ -104,6 +104,19 @@ struct InitScheme {
   constexpr bool operator==(const InitScheme&) const = default;
 };
 
+// Which optimizer groups a hash embedding's projection and scale train in (the table is an
+// embedding table in every record: Adam at the embedding LR). An optimizer choice that leaves
+// the meaning of the weights alone, so not part of the fingerprint.
+enum class HashEmbeddingGroups : std::uint8_t {
+  canonical,       // rec/2026-03-20 BigramHashEmbedding (§2.1): proj → Muon, scale → the scalar Adam group
+  embedding_adam,  // PR #436 (seed A): table, proj and scale all in the token embedding's Adam group
+};
+
+struct OptimizerGroups {
+  HashEmbeddingGroups hash_embedding = HashEmbeddingGroups::canonical;
+  constexpr bool operator==(const OptimizerGroups&) const = default;
+};
+
 inline constexpr int kMaxLayers = 32;  // the per-layer bitmasks are 32 bits wide
 
 struct ModelConfig {
@@ -122,6 +135,7 @@ struct ModelConfig {
   int bos_id = 1;                  // the tokenizer's BOS id (the smear BOS fix reads it)
   Features features{};
   InitScheme init{};
+  OptimizerGroups groups{};
   QuantBits quant{};
   constexpr bool operator==(const ModelConfig&) const = default;
 };
@@ -180,6 +194,8 @@ struct Dims {
                 "features.gate_window must be in [1, model_dim]");
   static_assert(C.features.value_residual == ValueResidual::none || C.num_layers >= 2, "a value residual needs at least 2 layers");
   static_assert(C.features.smear != SmearGate::none || !C.features.smear_bos_fix, "smear_bos_fix needs a smear gate");
+  static_assert(C.groups.hash_embedding == HashEmbeddingGroups::canonical || C.features.hash_embedding != HashEmbedding::none,
+                "groups.hash_embedding chooses the optimizer groups of a hash embedding: the configuration has none");
   static_assert(C.features.activation != Activation::leaky_relu2 || C.features.leaky_slope >= 0.0f,
                 "leaky_slope must be non-negative");
   static_assert(C.init.mimetic_vo_alpha >= 0.0f, "init.mimetic_vo_alpha must be non-negative");
@@ -214,6 +230,13 @@ struct Dims {
 
 namespace detail {
 inline void append_number(std::string& out, double v) {
+  char buf[32];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, res.ptr);
+}
+// A float setting as it was written (0.01, not the 0.009999999776… of its double widening).
+// Logs only: the architecture description keeps append_number, so fingerprints stay put.
+inline void append_float(std::string& out, float v) {
   char buf[32];
   const auto res = std::to_chars(buf, buf + sizeof buf, v);
   out.append(buf, res.ptr);
@@ -316,14 +339,20 @@ inline std::string describe_init(const ModelConfig& c) {
   if (c.init.mimetic_vo_alpha > 0) {
     s += s.empty() ? "" : " ";
     s += "mimetic_vo_alpha=";
-    detail::append_number(s, c.init.mimetic_vo_alpha);
+    detail::append_float(s, c.init.mimetic_vo_alpha);
   }
   if (c.init.hash_table_init_std > 0) {
     s += s.empty() ? "" : " ";
     s += "hash_table_init_std=";
-    detail::append_number(s, c.init.hash_table_init_std);
+    detail::append_float(s, c.init.hash_table_init_std);
   }
   return s.empty() ? "reference" : s;
+}
+
+// The optimizer groups, for logs and checkpoints (not part of the fingerprint; a checkpoint's
+// optimizer state belongs to them).
+inline std::string describe_groups(const ModelConfig& c) {
+  return c.groups.hash_embedding == HashEmbeddingGroups::embedding_adam ? "hash_embedding=embedding_adam" : "canonical";
 }
 
 inline std::string describe(const ModelConfig& c) {

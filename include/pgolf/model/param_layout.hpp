@@ -79,7 +79,11 @@ struct ParamSpec {
 // records' hash and value embeddings), which stay bf16 after `.bfloat16()` where CastedLinear
 // weights and control tensors go back to fp32. The GPU backend rounds them on every write and its
 // optimizer stores their Adam state in bf16; the CPU oracle keeps everything fp32.
-constexpr bool held_in_bf16_by_reference(const ParamSpec& s) { return s.role == ParamRole::embedding; }
+// (By kind, not by optimizer role: a record may train other tensors in the embedding's Adam group,
+// PR #436 its BigramHash projection, a CastedLinear weight kept fp32.)
+constexpr bool held_in_bf16_by_reference(const ParamSpec& s) {
+  return !s.in_block && (s.global == GlobalParam::tok_emb || s.global == GlobalParam::hash_embed || s.global == GlobalParam::ve_embed);
+}
 
 inline std::string ParamSpec::name() const {
   if (!in_block) {
@@ -174,17 +178,20 @@ constexpr void for_each_param(const ModelConfig& c, F&& f) {
   if (ft.smear == SmearGate::input_gated) f(global_spec(GlobalParam::smear_lambda, 1, 1, 0, R::scalar, I::zeros, 0, true));
   // Children in registration order.
   f(global_spec(GlobalParam::tok_emb, 2, c.vocab_size, d, R::embedding, I::tok_emb_normal));
+  const bool hash_in_embedding_group = c.groups.hash_embedding == HashEmbeddingGroups::embedding_adam;
+  const R hash_proj_role = hash_in_embedding_group ? R::embedding : R::matrix;
+  const R hash_scale_role = hash_in_embedding_group ? R::embedding : R::scalar;
   if (ft.hash_embedding == HashEmbedding::bigram) {
-    f(global_spec(GlobalParam::hash_scale, 0, 0, 0, R::scalar, I::constant, 0.05f, true));
+    f(global_spec(GlobalParam::hash_scale, 0, 0, 0, hash_scale_role, I::constant, 0.05f, true));
     f(global_spec(GlobalParam::hash_embed, 2, ft.hash_buckets, ft.hash_dim, R::embedding,
                   c.init.hash_table_init_std > 0 ? I::normal : I::zeros, c.init.hash_table_init_std));
-    if (ft.hash_dim != d) f(global_spec(GlobalParam::hash_proj, 2, d, ft.hash_dim, R::matrix, I::zeros, 0, false, true, false));
+    if (ft.hash_dim != d) f(global_spec(GlobalParam::hash_proj, 2, d, ft.hash_dim, hash_proj_role, I::zeros, 0, false, true, false));
   } else if (ft.hash_embedding == HashEmbedding::engram_lite) {
     const int rows = ft.engram_orders * ft.engram_heads * ft.hash_buckets;
     const int concat = ft.engram_orders * ft.engram_heads * ft.hash_dim;
-    f(global_spec(GlobalParam::hash_gate, 1, d, 0, R::scalar, I::zeros, 0, true));
+    f(global_spec(GlobalParam::hash_gate, 1, d, 0, hash_scale_role, I::zeros, 0, true));
     f(global_spec(GlobalParam::hash_embed, 2, rows, ft.hash_dim, R::embedding, I::normal, 0.01f));
-    if (concat != d) f(global_spec(GlobalParam::hash_proj, 2, d, concat, R::matrix, I::zeros, 0, false, true, true));
+    if (concat != d) f(global_spec(GlobalParam::hash_proj, 2, d, concat, hash_proj_role, I::zeros, 0, false, true, true));
   }
   if (ft.smear == SmearGate::pre_norm) f(global_spec(GlobalParam::smear_gate, 1, d, 0, R::scalar, I::constant, 3.0f, true));
   if (ft.smear == SmearGate::post_norm) f(global_spec(GlobalParam::smear_gate, 1, d, 0, R::scalar, I::zeros, 0, true));

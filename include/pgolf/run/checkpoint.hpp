@@ -67,6 +67,7 @@ void save_checkpoint(const std::filesystem::path& path, Backend& backend, const 
                 {"loader_file_index", std::to_string(st.loader_position.file_index)},
                 {"loader_offset", std::to_string(st.loader_position.offset)},
                 {"adam_step", std::to_string(opt.adam_step)},
+                {"optimizer_groups", describe_groups(C)},
                 {"seed", std::to_string(seed)}};
   a.tensors.push_back(detail::flat_tensor("params", params.span()));
   a.tensors.push_back(detail::flat_tensor("adam_m", opt.adam_m.span()));
@@ -80,6 +81,10 @@ CheckpointState load_checkpoint(const std::filesystem::path& path, Backend& back
   const io::Artifact a = io::read_artifact_for(path, C);
   const std::string file = path.string();
   PGOLF_CHECK(a.meta("kind") && *a.meta("kind") == kCheckpointKind, file << " is not a pgolf training checkpoint");
+  // The optimizer state belongs to the groups it was trained with (older checkpoints: canonical).
+  const std::string groups = a.meta("optimizer_groups") ? *a.meta("optimizer_groups") : "canonical";
+  PGOLF_CHECK(groups == describe_groups(C), file << " holds optimizer state for the optimizer groups '" << groups
+                                                 << "', this binary trains with '" << describe_groups(C) << "'");
   HostBuffer<float> params(ParamLayout<C>::total);
   OptimizerState opt(ParamLayout<C>::total);
   detail::read_flat(a, "params", params.span(), file);

@@ -8,8 +8,8 @@
 //
 // Initialisation is computed on the host (model/init.hpp, the same values as the CPU backend for
 // the same seed) and uploaded; as in the reference, the embedding tables are then held in bf16
-// (tok_emb and the records' other nn.Embedding tables — hash and value embeddings, every
-// ParamRole::embedding tensor — stay bf16 tensors there: `.bfloat16()` is only undone for
+// (tok_emb and the records' other nn.Embedding tables — hash and value embeddings,
+// held_in_bf16_by_reference — stay bf16 tensors there: `.bfloat16()` is only undone for
 // CastedLinear weights and small control tensors), so their values are rounded to bf16 whenever
 // they are set (init, write_params) and the optimizer keeps them so.
 #pragma once

@@ -47,6 +47,7 @@ class Trainer {
     const std::filesystem::path ckpt_path = dir / "checkpoint.pgck";
     log_.line("run_dir:" + dir.string());
     log_.line("config:" + describe(C) + " fingerprint:" + std::to_string(fingerprint(C)));
+    log_.line("init:" + describe_init(C) + " optimizer_groups:" + describe_groups(C));
     log_.line("device:" + backend_->device_name());
     if (!device_note_.empty()) log_.line("device_note:" + device_note_);
 

@@ -15,7 +15,7 @@
 //   - tok_emb.weight is a bf16 tensor in the reference (nn.Embedding stays bf16 after
 //     .bfloat16(); only CastedLinear weights and low-dimensional/control tensors go back to fp32),
 //     and so are the records' other nn.Embedding tables (BigramHash's and EngramLite's
-//     `*.embed.weight`, the value embedding's; every ParamRole::embedding tensor of ParamLayout),
+//     `*.embed.weight`, the value embedding's: held_in_bf16_by_reference in ParamLayout),
 //     so their gradients, exp_avg and exp_avg_sq are bf16 too and torch's fused Adam loads them as bf16,
 //     computes in fp32 and stores bf16. With CudaOptimizerOptions::bf16_embedding_storage (default)
 //     the Adam kernel rounds (to nearest even) g, p, m, v as it loads them and p, m, v as it stores
