@@ -26,6 +26,7 @@ inline constexpr ModelConfig kSeedA = [] {
   c.features.hash_embedding = HashEmbedding::bigram;
   c.features.hash_buckets = 12288;
   c.features.hash_dim = 128;
+  c.features.bigram_start = BigramStart::zero_prev;  // the record pads prev with 0 at position 0
   c.init.overtone_embedding = true;
   c.init.phase_resid_mix = true;
   // Without OrthoInit a zero table behind a zero projection never trains (the record's stays zero:

@@ -32,6 +32,14 @@ TEST(HashIndices, BigramMatchesTorchInt32Semantics) {
   EXPECT_EQ(out[4], h(1, 65535));  // 65535 · 27191 overflows int32: the wrap matters
   EXPECT_EQ(out[5], h(7, 1));
   for (auto v : out) EXPECT_TRUE(v >= 0 && v < 4096);
+  // PR #436 (seed A) pads prev with 0: a sequence's first token hashes as (36313·cur) mod M, and
+  // bucket M is never used; every other position is the canonical one.
+  std::vector<std::int32_t> padded(6);
+  bigram_hash_indices(padded.data(), ids.data(), 2, 3, 4096, BigramStart::zero_prev);
+  EXPECT_EQ(padded[0], h(5, 0));
+  EXPECT_EQ(padded[3], h(65535, 0));  // 65535 · 36313 wraps too
+  EXPECT_NE(padded[3], mod);
+  for (int i : {1, 2, 4, 5}) EXPECT_EQ(padded[i], out[i]) << i;
 }
 
 TEST(HashIndices, EngramMatchesTheRecordsFormulas) {

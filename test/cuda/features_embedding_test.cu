@@ -194,10 +194,14 @@ template <class T>
 void check_bigram_on_host(const std::vector<std::int32_t>& ids, std::int64_t batch, std::int64_t seq, int buckets) {
   SCOPED_TRACE(::testing::Message() << "batch " << batch << ", seq " << seq << ", buckets " << buckets);
   const std::int64_t n = batch * seq;
-  std::vector<std::int32_t> want(static_cast<std::size_t>(n)), got(static_cast<std::size_t>(n));
-  cpu::bigram_hash_indices(want.data(), ids.data(), batch, seq, buckets);
-  for (std::int64_t i = 0; i < n; ++i) got[static_cast<std::size_t>(i)] = cuda::emb_detail::bigram_index(ids.data(), seq, i, buckets - 1);
-  EXPECT_TRUE(same_ints(got, want, 1));
+  for (const BigramStart start : {BigramStart::reserved_bucket, BigramStart::zero_prev}) {
+    std::vector<std::int32_t> want(static_cast<std::size_t>(n)), got(static_cast<std::size_t>(n));
+    cpu::bigram_hash_indices(want.data(), ids.data(), batch, seq, buckets, start);
+    for (std::int64_t i = 0; i < n; ++i) {
+      got[static_cast<std::size_t>(i)] = cuda::emb_detail::bigram_index(ids.data(), seq, i, buckets - 1, start == BigramStart::zero_prev);
+    }
+    EXPECT_TRUE(same_ints(got, want, 1)) << "start " << static_cast<int>(start);
+  }
 }
 
 void check_engram_on_host(const std::vector<std::int32_t>& ids, std::int64_t batch, std::int64_t seq, int buckets, int orders) {
@@ -351,11 +355,13 @@ TEST_F(FeaturesEmbeddingGpu, IndicesMatchCpuExactly) {
     auto d_ids = to_device(ids, "ids");
     for (const int buckets : {2, 7, 2048, 12288}) {
       SCOPED_TRACE(::testing::Message() << "bigram: seq " << seq << ", buckets " << buckets);
-      std::vector<std::int32_t> want(static_cast<std::size_t>(n));
-      cpu::bigram_hash_indices(want.data(), ids.data(), batch, seq, buckets);
-      cuda::DeviceBuffer<std::int32_t> d_out(static_cast<std::size_t>(n), "bigram indices");
-      cuda::bigram_hash_indices(d_out.data(), d_ids.data(), batch, seq, buckets, nullptr);
-      EXPECT_TRUE(same_ints(to_host(d_out), want, 1));
+      for (const BigramStart start : {BigramStart::reserved_bucket, BigramStart::zero_prev}) {
+        std::vector<std::int32_t> want(static_cast<std::size_t>(n));
+        cpu::bigram_hash_indices(want.data(), ids.data(), batch, seq, buckets, start);
+        cuda::DeviceBuffer<std::int32_t> d_out(static_cast<std::size_t>(n), "bigram indices");
+        cuda::bigram_hash_indices(d_out.data(), d_ids.data(), batch, seq, buckets, nullptr, start);
+        EXPECT_TRUE(same_ints(to_host(d_out), want, 1)) << "start " << static_cast<int>(start);
+      }
     }
     for (const auto& [buckets, orders] : {std::pair{3, 1}, std::pair{8192, 2}, std::pair{5, 2}}) {
       SCOPED_TRACE(::testing::Message() << "engram: seq " << seq << ", buckets " << buckets << ", orders " << orders);

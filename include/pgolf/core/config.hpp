@@ -38,6 +38,12 @@ enum class HashEmbedding : std::uint8_t {
   engram_lite,  // EngramLite: heads × orders (bigram, trigram) hashes into buckets each; out = σ(gate) ⊙ proj(concat)
 };
 
+// Where a sequence's first token hashes (it has no previous token).
+enum class BigramStart : std::uint8_t {
+  reserved_bucket,  // the canonical BigramHash (rec/2026-03-20): position 0 → bucket buckets − 1
+  zero_prev,        // PR #436 (seed A) pads prev with 0: position 0 → (36313·cur) mod (buckets − 1)
+};
+
 enum class SmearGate : std::uint8_t {
   none,
   pre_norm,     // v1: g = σ(w) (w = 3 at init); e_t = g ⊙ e_t + (1 − g) ⊙ e_{t−1}, before the RMSNorm
@@ -73,6 +79,7 @@ struct Features {
   HashEmbedding hash_embedding = HashEmbedding::none;
   int hash_buckets = 0;               // bigram: table rows; engram: buckets per (order, head)
   int hash_dim = 128;                 // bigram: table width; engram: width per (order, head)
+  BigramStart bigram_start = BigramStart::reserved_bucket;
   int engram_heads = 2;
   int engram_orders = 2;              // 1: bigrams only; 2: bigrams and trigrams
   SmearGate smear = SmearGate::none;
@@ -194,6 +201,8 @@ struct Dims {
                 "features.gate_window must be in [1, model_dim]");
   static_assert(C.features.value_residual == ValueResidual::none || C.num_layers >= 2, "a value residual needs at least 2 layers");
   static_assert(C.features.smear != SmearGate::none || !C.features.smear_bos_fix, "smear_bos_fix needs a smear gate");
+  static_assert(C.features.bigram_start == BigramStart::reserved_bucket || C.features.hash_embedding == HashEmbedding::bigram,
+                "features.bigram_start is a BigramHash setting: the configuration has no BigramHash");
   static_assert(C.groups.hash_embedding == HashEmbeddingGroups::canonical || C.features.hash_embedding != HashEmbedding::none,
                 "groups.hash_embedding chooses the optimizer groups of a hash embedding: the configuration has none");
   static_assert(C.features.activation != Activation::leaky_relu2 || C.features.leaky_slope >= 0.0f,
@@ -289,6 +298,7 @@ inline std::string describe_architecture(const ModelConfig& c) {
     text("hash", f.hash_embedding == HashEmbedding::bigram ? "bigram" : "engram_lite");
     field("hash_buckets", f.hash_buckets);
     field("hash_dim", f.hash_dim);
+    if (f.bigram_start != base.bigram_start) text("bigram_start", "zero_prev");
     if (f.hash_embedding == HashEmbedding::engram_lite) {
       field("engram_heads", f.engram_heads);
       field("engram_orders", f.engram_orders);

@@ -143,7 +143,7 @@ class Gpt {
       if constexpr (kEngram) {
         engram_indices(hash_idx_.data(), ids_.data(), batch_, seq_, Ft.hash_buckets, Ft.engram_orders);
       } else {
-        bigram_hash_indices(hash_idx_.data(), ids_.data(), batch_, seq_, Ft.hash_buckets);
+        bigram_hash_indices(hash_idx_.data(), ids_.data(), batch_, seq_, Ft.hash_buckets, Ft.bigram_start);
       }
       embedding_forward<kHashDim>(hash_rows_.data(), P + Layout::offset(GP::hash_embed), hash_idx_.data(), n * kHashSlots,
                                   Dm::hash_rows);  // (N, slots·dim) = concat

@@ -280,7 +280,7 @@ class GptCuda {
       if constexpr (kEngram) {
         engram_indices(hash_idx_, ids, batch_, seq_, Ft.hash_buckets, Ft.engram_orders, stream_);
       } else {
-        bigram_hash_indices(hash_idx_, ids, batch_, seq_, Ft.hash_buckets, stream_);
+        bigram_hash_indices(hash_idx_, ids, batch_, seq_, Ft.hash_buckets, stream_, Ft.bigram_start);
       }
       embedding_forward<kHashDim>(hash_rows_, P + Layout::offset(GP::hash_embed), hash_idx_, n * kHashSlots, stream_);  // (N, concat)
       convert(hash_rows16_, hash_rows_, n * kHashConcat, stream_);

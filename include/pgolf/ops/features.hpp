@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "pgolf/core/config.hpp"
 #include "pgolf/core/parallel.hpp"
 #include "pgolf/ops/channel_ops.hpp"
 
@@ -21,19 +22,21 @@ inline T sigmoid(T z) {
 // Hashed n-gram embeddings: bucket indices (the tables are gathered with embedding_forward).
 // ---------------------------------------------------------------------------------------------
 
-// BigramHash (canonical): M = buckets − 1; position 0 → M; else ((36313·cur) XOR (27191·prev)) mod M,
-// in int32 arithmetic with wrap-around and a non-negative (Python) modulo, as torch computes it.
-inline void bigram_hash_indices(std::int32_t* out, const std::int32_t* ids, std::int64_t batch, std::int64_t seq, int buckets) {
+// BigramHash: M = buckets − 1; ((36313·cur) XOR (27191·prev)) mod M in int32 arithmetic with
+// wrap-around and a non-negative (Python) modulo, as torch computes it; position 0 → M (canonical)
+// or prev = 0 there (BigramStart::zero_prev, PR #436).
+inline void bigram_hash_indices(std::int32_t* out, const std::int32_t* ids, std::int64_t batch, std::int64_t seq, int buckets,
+                                BigramStart start = BigramStart::reserved_bucket) {
   const std::int32_t mod = buckets - 1;
   for (std::int64_t b = 0; b < batch; ++b) {
     for (std::int64_t t = 0; t < seq; ++t) {
       const std::int64_t i = b * seq + t;
-      if (t == 0) {
+      if (t == 0 && start == BigramStart::reserved_bucket) {
         out[i] = mod;
         continue;
       }
       const auto cur = static_cast<std::int32_t>(static_cast<std::uint32_t>(ids[i]) * 36313u);
-      const auto prev = static_cast<std::int32_t>(static_cast<std::uint32_t>(ids[i - 1]) * 27191u);
+      const auto prev = t == 0 ? 0 : static_cast<std::int32_t>(static_cast<std::uint32_t>(ids[i - 1]) * 27191u);
       std::int32_t r = (cur ^ prev) % mod;
       if (r < 0) r += mod;
       out[i] = r;

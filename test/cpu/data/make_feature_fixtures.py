@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 COMMON = dict(vocab=40, dim=16, heads=4, kv_heads=2, mlp_mult=2, softcap=5.0, rope_base=10000.0, bos=1, gate_window=3)
 SEEDS = {
-    "seed_a": dict(layers=4, hash="bigram", buckets=23, hash_dim=6),
+    "seed_a": dict(layers=4, hash="bigram", buckets=23, hash_dim=6, bigram_start="zero_prev"),
     "seed_b": dict(layers=4, hash="bigram", buckets=23, hash_dim=6, smear="post"),
     "seed_c": dict(layers=5, hash="bigram", buckets=23, hash_dim=6, smear="post", rope_dims=2, ln_scale=True),
     "seed_d": dict(layers=5, hash="engram", buckets=7, hash_dim=3, orders=2, gated_skips=True, ve_layers=[3, 4], ve_dim=5,
@@ -123,7 +123,8 @@ def forward(p, ids, tgt, c):
         t = ids.to(torch.int32)
         mod = c["buckets"] - 1
         h = torch.empty_like(t)
-        h[:, 0] = mod
+        # PR #436 (seed A) pads prev with 0 at position 0; the canonical BigramHash reserves bucket mod.
+        h[:, 0] = 36313 * t[:, 0] % mod if c.get("bigram_start") == "zero_prev" else mod
         h[:, 1:] = torch.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]) % mod
         e = F.embedding(h.long(), p["bigram.embed.weight"])
         if "bigram.proj.weight" in p:

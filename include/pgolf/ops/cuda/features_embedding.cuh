@@ -48,6 +48,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "pgolf/core/config.hpp"
 #include "pgolf/core/error.hpp"
 #include "pgolf/core/platform.hpp"
 #include "pgolf/ops/cuda/channel_ops.cuh"
@@ -64,13 +65,16 @@ namespace emb_detail {
 // (batch, seq) id array sits at position t = i mod seq of its sequence.
 // ---------------------------------------------------------------------------------------------
 
-// BigramHash, exactly cpu::bigram_hash_indices: mod = buckets − 1; t = 0 → mod; else
-// ((36313·cur) XOR (27191·prev)) mod `mod` in int32 with wrap-around (the products are taken in
-// uint32 and converted back: C++20 defines that as modular), non-negative (Python) modulo.
-PGOLF_HD inline std::int32_t bigram_index(const std::int32_t* ids, std::int64_t seq, std::int64_t i, std::int32_t mod) {
-  if (i % seq == 0) return mod;
+// BigramHash, exactly cpu::bigram_hash_indices: mod = buckets − 1; t = 0 → mod (or prev = 0 there
+// with zero_prev); else ((36313·cur) XOR (27191·prev)) mod `mod` in int32 with wrap-around (the
+// products are taken in uint32 and converted back: C++20 defines that as modular), non-negative
+// (Python) modulo.
+PGOLF_HD inline std::int32_t bigram_index(const std::int32_t* ids, std::int64_t seq, std::int64_t i, std::int32_t mod,
+                                          bool zero_prev = false) {
+  const bool first = i % seq == 0;
+  if (first && !zero_prev) return mod;
   const auto cur = static_cast<std::int32_t>(static_cast<std::uint32_t>(ids[i]) * 36313u);
-  const auto prev = static_cast<std::int32_t>(static_cast<std::uint32_t>(ids[i - 1]) * 27191u);
+  const auto prev = first ? 0 : static_cast<std::int32_t>(static_cast<std::uint32_t>(ids[i - 1]) * 27191u);
   std::int32_t r = (cur ^ prev) % mod;
   if (r < 0) r += mod;
   return r;
@@ -211,10 +215,11 @@ __device__ __forceinline__ float coef(const float* param, int i) {
 // every kernel in a header, so that each translation unit may instantiate them (nvcc ignores
 // `inline` on __global__ functions).
 template <int = 0>
-__global__ void bigram_hash_indices(std::int32_t* out, const std::int32_t* ids, std::int64_t n, std::int64_t seq, std::int32_t mod) {
+__global__ void bigram_hash_indices(std::int32_t* out, const std::int32_t* ids, std::int64_t n, std::int64_t seq, std::int32_t mod,
+                                    bool zero_prev) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = bigram_index(ids, seq, i, mod);
+    out[i] = bigram_index(ids, seq, i, mod, zero_prev);
   }
 }
 
@@ -811,13 +816,14 @@ constexpr std::size_t embedding_features_scratch_bytes(std::int64_t n) {
 // out (batch·seq) = BigramHash bucket of every token, exactly cpu::bigram_hash_indices
 // (buckets >= 2: the modulus is buckets − 1).
 inline void bigram_hash_indices(std::int32_t* out, const std::int32_t* ids, std::int64_t batch, std::int64_t seq, int buckets,
-                                cudaStream_t stream) {
+                                cudaStream_t stream, BigramStart start = BigramStart::reserved_bucket) {
   emb_detail::check_tokens(batch, seq, "bigram_hash_indices");
   PGOLF_CHECK(buckets >= 2, "bigram_hash_indices: buckets = " << buckets << " must be >= 2 (indices are taken mod buckets − 1)");
   const std::int64_t n = batch * seq;
   if (n == 0) return;
   emb_detail::bigram_hash_indices<><<<grid_for(n, emb_detail::kIndexThreads), emb_detail::kIndexThreads, 0, stream>>>(out, ids, n, seq,
-                                                                                                               buckets - 1);
+                                                                                                               buckets - 1,
+                                                                                                               start == BigramStart::zero_prev);
   PGOLF_CUDA_LAUNCH_CHECK();
 }
 
