@@ -33,7 +33,9 @@ double model_flops_per_token(std::int64_t seq) {
   using Layout = ParamLayout<C>;
   double matrix_weights = static_cast<double>(C.vocab_size) * C.model_dim;  // the head
   for (const ParamSpec& s : Layout::specs()) {
-    if (s.role == ParamRole::matrix) matrix_weights += static_cast<double>(s.numel());
+    // Muon's matrices, and a hash projection wherever it trains (seed A: in the embedding's Adam group).
+    const bool projection = s.role == ParamRole::matrix || (!s.in_block && s.global == GlobalParam::hash_proj);
+    if (projection) matrix_weights += static_cast<double>(s.numel());
   }
   const double attention = 2.0 * 2.0 * C.model_dim * (static_cast<double>(seq) + 1.0) / 2.0 * C.num_layers;
   return 3.0 * (2.0 * matrix_weights + attention);

@@ -22,7 +22,8 @@ namespace pgolf {
 
 // Which optimizer group a tensor belongs to (§1.6 of the reference digest).
 enum class ParamRole : std::uint8_t {
-  embedding,  // embedding tables: Adam at TIED_EMBED_LR (tied) or EMBED_LR (untied)
+  embedding,  // embedding tables (and whatever a record trains with them, groups.hash_embedding):
+              // Adam at TIED_EMBED_LR (tied) or EMBED_LR (untied)
   head,       // lm_head: Adam at HEAD_LR
   matrix,     // 2-D projection matrices: Muon at MATRIX_LR
   scalar,     // vectors, scalars and control tensors: Adam at SCALAR_LR
