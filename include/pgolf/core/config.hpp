@@ -238,14 +238,11 @@ struct Dims {
 };
 
 namespace detail {
-inline void append_number(std::string& out, double v) {
-  char buf[32];
-  const auto res = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, res.ptr);
-}
-// A float setting as it was written (0.01, not the 0.009999999776… of its double widening).
-// Logs only: the architecture description keeps append_number, so fingerprints stay put.
-inline void append_float(std::string& out, float v) {
+// The shortest form of v in its own type: a float setting prints as written (0.01, not the
+// 0.009999999776… of its double widening). The architecture description widens to double first,
+// so fingerprints stay put.
+template <class Number>
+inline void append_number(std::string& out, Number v) {
   char buf[32];
   const auto res = std::to_chars(buf, buf + sizeof buf, v);
   out.append(buf, res.ptr);
@@ -349,12 +346,12 @@ inline std::string describe_init(const ModelConfig& c) {
   if (c.init.mimetic_vo_alpha > 0) {
     s += s.empty() ? "" : " ";
     s += "mimetic_vo_alpha=";
-    detail::append_float(s, c.init.mimetic_vo_alpha);
+    detail::append_number(s, c.init.mimetic_vo_alpha);
   }
   if (c.init.hash_table_init_std > 0) {
     s += s.empty() ? "" : " ";
     s += "hash_table_init_std=";
-    detail::append_float(s, c.init.hash_table_init_std);
+    detail::append_number(s, c.init.hash_table_init_std);
   }
   return s.empty() ? "reference" : s;
 }
